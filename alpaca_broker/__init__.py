@@ -1,0 +1,1 @@
+"""alpaca-broker: Alpaca streams into Redis through Celery."""

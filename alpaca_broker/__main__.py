@@ -1,0 +1,3 @@
+from alpaca_broker.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The Celery application: JSON-only wire, two queues, and a delivery policy per queue."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from celery_app.errors import RETRYABLE
+from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
+from celery_app.logs import setup_logging
+from celery_app.settings import Settings, load_settings
+
+TASK_MODULES: tuple[str, ...] = ()
+
+# Orders must never be lost: ack after the task returns, requeue when the pool child dies,
+# and retry passing Redis faults forever (with backoff). Prices are many and superseded
+# within milliseconds: ack on receipt, retry briefly, never replay a stale batch for long.
+ORDER_POLICY: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": RETRYABLE,
+    "retry_backoff": 0.5,
+    "retry_backoff_max": 10,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+PRICE_POLICY: dict[str, Any] = {
+    "acks_late": False,
+    "autoretry_for": RETRYABLE,
+    "retry_backoff": 0.2,
+    "retry_backoff_max": 2,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+class DeliveryPolicy:
+    """Celery task annotation: a task's name prefix (``orders.``/``prices.``) sets its policy."""
+
+    def annotate(self, task: Any) -> dict[str, Any] | None:
+        name: str = task.name or ""
+        if name.startswith(f"{ORDERS_QUEUE}."):
+            return dict(ORDER_POLICY)
+        if name.startswith(f"{PRICES_QUEUE}."):
+            return dict(PRICE_POLICY)
+        return None
+
+    def annotate_any(self) -> None:
+        return None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting, derived from our settings object."""
+    vt = settings.visibility_timeout
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # reconnect forever; the default gives up after 100
+        "broker_transport_options": {
+            # Unacked order tasks of a dead worker come back after this many seconds.
+            "visibility_timeout": vt,
+            "unacked_restore_interval": max(1, min(10, vt // 3)),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 25,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_queues": [Queue(PRICES_QUEUE), Queue(ORDERS_QUEUE)],
+        "task_routes": {
+            f"{PRICES_QUEUE}.*": {"queue": PRICES_QUEUE},
+            f"{ORDERS_QUEUE}.*": {"queue": ORDERS_QUEUE},
+        },
+        "task_annotations": [DeliveryPolicy()],
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        # On Redis, True turns a possible duplicate into a certain delay of visibility_timeout.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from ``settings`` (default: the environment)."""
+    settings = settings or load_settings()
+    app = Celery("alpaca_broker", include=list(TASK_MODULES))
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@signals.setup_logging.connect
+def _worker_logging(loglevel: Any = None, **_: Any) -> None:
+    # Connecting this signal stops Celery from configuring logging its own way.
+    # The level is the worker's -l flag (Celery's convention), else LOG_LEVEL.
+    settings = load_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else settings.log_level
+    setup_logging("worker", fmt=settings.log_format, level=level, secrets=settings.secret_values())

@@ -1,0 +1,65 @@
+"""Every Redis name this project reads or writes: queues, task names, keys and channels.
+
+Downstream consumers depend on the key and channel names (`shared/contract.md`); change
+nothing here without changing the contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRICES_QUEUE = "prices"
+ORDERS_QUEUE = "orders"
+QUEUES = (PRICES_QUEUE, ORDERS_QUEUE)
+
+# Tasks are sent by name: producers never import task bodies. The `prices.` / `orders.`
+# prefix decides a task's queue and its delivery policy (celery_app.app.DeliveryPolicy).
+PRICES_BATCH_TASK = "prices.publish_batch"
+ORDER_EVENT_TASK = "orders.publish_event"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Redis key and channel names under one prefix (``REDIS_KEY_PREFIX``)."""
+
+    prefix: str = "alpaca"
+
+    def latest(self, symbol: str) -> str:
+        """Hash: event type -> the newest event's JSON for ``symbol``."""
+        return f"{self.prefix}:latest:{symbol}"
+
+    def prices(self, symbol: str) -> str:
+        """Pub/sub channel: every market-data event of ``symbol``."""
+        return f"{self.prefix}:prices:{symbol}"
+
+    @property
+    def prices_pattern(self) -> str:
+        """PSUBSCRIBE pattern for every symbol's price channel."""
+        return f"{self.prefix}:prices:*"
+
+    @property
+    def orders_events(self) -> str:
+        """Stream: every distinct order event exactly once."""
+        return f"{self.prefix}:orders:events"
+
+    @property
+    def orders_channel(self) -> str:
+        """Pub/sub channel: every distinct order event."""
+        return f"{self.prefix}:orders"
+
+    def order(self, order_id: str) -> str:
+        """Hash: the latest state of one order."""
+        return f"{self.prefix}:order:{order_id}"
+
+    def order_seen(self, dedupe_id: str) -> str:
+        """Marker that an order event was already published (exactly-once dedupe)."""
+        return f"{self.prefix}:orders:seen:{dedupe_id}"
+
+    def producer_health(self, name: str) -> str:
+        """String (JSON) with a TTL: a producer process's heartbeat."""
+        return f"{self.prefix}:health:producer:{name}"
+
+    @property
+    def producer_health_pattern(self) -> str:
+        """SCAN pattern for every producer's heartbeat."""
+        return f"{self.prefix}:health:producer:*"

@@ -1,0 +1,208 @@
+"""One typed, frozen settings object built from the environment and `.env`.
+
+The variable names are the external contract (`shared/contract.md`); the tuning knobs below
+the contract's are this project's additions, documented in the README. Nothing else in the
+code base reads the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from typing import Annotated, Literal, NoReturn
+from urllib.parse import urlsplit
+
+from alpaca.common.enums import BaseURL
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from celery_app.errors import ConfigError
+
+DataChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses", "lulds"]
+DATA_CHANNELS: tuple[DataChannel, ...] = (
+    "trades",
+    "quotes",
+    "bars",
+    "updated_bars",
+    "daily_bars",
+    "statuses",
+    "lulds",
+)
+StreamName = Literal["prices", "orders"]
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(name, *aliases)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
+        raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of every process; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        hide_input_in_errors=True,  # a rejected value may be a secret
+    )
+
+    # --- the contract ---
+    alpaca_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("ALPACA_API_KEY", "APCA_API_KEY_ID")
+    )
+    alpaca_secret_key: SecretStr | None = Field(
+        None, validation_alias=_env("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
+    )
+    alpaca_paper: bool = Field(True, validation_alias=_env("ALPACA_PAPER"))
+    alpaca_feed: Literal["iex", "sip"] = Field("iex", validation_alias=_env("ALPACA_FEED"))
+    alpaca_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("SPY",), validation_alias=_env("ALPACA_SYMBOLS"), min_length=1
+    )
+    alpaca_data_channels: Annotated[tuple[DataChannel, ...], NoDecode] = Field(
+        ("trades", "quotes", "bars"), validation_alias=_env("ALPACA_DATA_CHANNELS"), min_length=1
+    )
+    alpaca_data_stream_url: str | None = Field(
+        None, validation_alias=_env("ALPACA_DATA_STREAM_URL")
+    )
+    alpaca_trading_stream_url: str | None = Field(
+        None, validation_alias=_env("ALPACA_TRADING_STREAM_URL")
+    )
+    alpaca_trading_api_url: str | None = Field(
+        None, validation_alias=_env("ALPACA_TRADING_API_URL")
+    )
+    # URLs may carry a password, so they stay out of repr.
+    redis_url: str = Field(
+        "redis://localhost:6379/0", validation_alias=_env("REDIS_URL"), repr=False
+    )
+    celery_broker_url: str | None = Field(
+        None, validation_alias=_env("CELERY_BROKER_URL"), repr=False
+    )
+    redis_key_prefix: str = Field(
+        "alpaca",
+        validation_alias=_env("REDIS_KEY_PREFIX"),
+        min_length=1,
+        pattern=r"^[^\s:*?\[\]]+$",
+    )
+
+    # --- this project's additions (README, "Configuration") ---
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
+    producer_name: str = Field(
+        "default", validation_alias=_env("PRODUCER_NAME"), pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    shutdown_timeout: float = Field(10.0, validation_alias=_env("SHUTDOWN_TIMEOUT"), gt=0)
+    visibility_timeout: int = Field(300, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
+    orders_stream_maxlen: int = Field(
+        1_000_000, validation_alias=_env("ORDERS_STREAM_MAXLEN"), ge=1000
+    )
+    order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
+
+    @field_validator("alpaca_symbols", "alpaca_data_channels", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("alpaca_symbols")
+    @classmethod
+    def _upper_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        symbols = tuple(s.upper() for s in value)
+        if "*" in symbols and len(symbols) > 1:
+            raise ValueError("'*' stands alone")
+        return symbols
+
+    @field_validator("redis_url", "celery_broker_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        return _check_url(value, ("redis", "rediss", "unix"))
+
+    @field_validator("alpaca_data_stream_url", "alpaca_trading_stream_url")
+    @classmethod
+    def _ws_scheme(cls, value: str | None) -> str | None:
+        return _check_url(value, ("ws", "wss"))
+
+    @field_validator("alpaca_trading_api_url")
+    @classmethod
+    def _http_scheme(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https"))
+
+    # --- derived values ---
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``."""
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def data_stream_url(self) -> str:
+        """The market data WebSocket for the feed, unless overridden."""
+        default = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{self.alpaca_feed}"
+        return self.alpaca_data_stream_url or default
+
+    @property
+    def trading_stream_url(self) -> str:
+        """The paper or live trading stream, unless overridden."""
+        default = BaseURL.TRADING_STREAM_PAPER if self.alpaca_paper else BaseURL.TRADING_STREAM_LIVE
+        return self.alpaca_trading_stream_url or default.value
+
+    @property
+    def trading_api_url(self) -> str:
+        """The paper or live REST API base (without ``/v2``), unless overridden."""
+        default = BaseURL.TRADING_PAPER if self.alpaca_paper else BaseURL.TRADING_LIVE
+        return self.alpaca_trading_api_url or default.value
+
+    def credentials(self) -> tuple[str, str]:
+        """The Alpaca key and secret; raises ConfigError naming the one that is missing."""
+        if self.alpaca_api_key is None or not self.alpaca_api_key.get_secret_value():
+            raise ConfigError("ALPACA_API_KEY", "is required (or APCA_API_KEY_ID)")
+        if self.alpaca_secret_key is None or not self.alpaca_secret_key.get_secret_value():
+            raise ConfigError("ALPACA_SECRET_KEY", "is required (or APCA_API_SECRET_KEY)")
+        return self.alpaca_api_key.get_secret_value(), self.alpaca_secret_key.get_secret_value()
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret string a log line must never show (keys and URL passwords)."""
+        values = [s.get_secret_value() for s in (self.alpaca_api_key, self.alpaca_secret_key) if s]
+        for url in (self.redis_url, self.celery_broker_url):
+            password = urlsplit(url).password if url else None
+            if password:
+                values.append(password)
+        return tuple(v for v in values if len(v) >= 4)
+
+
+def _first_error_line(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    loc = error.get("loc") or ("?",)
+    variable = str(loc[0])
+    return ConfigError(variable, error.get("msg", "is invalid"))
+
+
+@cache
+def load_settings() -> Settings:
+    """Build the settings once per process; raises ConfigError naming the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise _first_error_line(exc) from None
+
+
+def exit_on_config_error(exc: ConfigError) -> NoReturn:
+    """Print the one line that names the variable and stop with exit code 2."""
+    print(f"alpaca-broker: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Producer process: stream threads, the hand-off to Celery, and their supervisor."""

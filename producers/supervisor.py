@@ -1,0 +1,174 @@
+"""Runs named producer units in threads, restarts the ones that die, stops them all cleanly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from celery_app.errors import FatalError
+from celery_app.logs import set_component
+from producers.backoff import Backoff
+from producers.unit import ProducerUnit
+
+log = logging.getLogger(__name__)
+
+ThreadState = Literal["starting", "running", "backoff", "stopped", "failed"]
+UnitFactory = Callable[[], ProducerUnit]
+
+
+@dataclass
+class _Slot:
+    name: str
+    factory: UnitFactory
+    unit: ProducerUnit | None = None
+    thread: threading.Thread | None = None
+    state: ThreadState = "starting"
+    restarts: int = 0
+    failures_in_row: int = 0
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    last_error: str | None = None
+    outcome: list[BaseException | None] = field(default_factory=list)
+
+
+class Supervisor:
+    """Keeps every unit running until asked to stop or a unit fails fatally.
+
+    A unit that raises (or returns without being asked to) is restarted on a fresh instance
+    after an exponential backoff with jitter; the backoff starts over once a unit has run
+    for ``stable_after`` seconds. A :class:`FatalError` (rejected credentials) stops the
+    whole process with that error's exit code instead.
+    """
+
+    def __init__(
+        self,
+        factories: Mapping[str, UnitFactory],
+        *,
+        backoff: Backoff | None = None,
+        shutdown_timeout: float = 10.0,
+        stable_after: float = 30.0,
+        tick: float = 0.05,
+    ) -> None:
+        self._slots = [_Slot(name, factory) for name, factory in factories.items()]
+        self._backoff = backoff or Backoff()
+        self._shutdown_timeout = shutdown_timeout
+        self._stable_after = stable_after
+        self._tick = tick
+        self._stop = threading.Event()
+        self._exit_code = 0
+        self._lock = threading.Lock()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop every unit and return; safe from a signal handler."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop.is_set()
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each unit's thread state, restart count, last error and its own snapshot."""
+        with self._lock:
+            return {
+                slot.name: {
+                    "thread": slot.state,
+                    "restarts": slot.restarts,
+                    "last_error": slot.last_error,
+                    **(slot.unit.snapshot() if slot.unit else {}),
+                }
+                for slot in self._slots
+            }
+
+    def run(self) -> int:
+        """Start every unit, supervise until stopped, shut down; returns the exit code."""
+        for slot in self._slots:
+            self._start(slot)
+        while not self._stop.wait(self._tick):
+            now = time.monotonic()
+            for slot in self._slots:
+                self._check(slot, now)
+        self._shutdown()
+        return self._exit_code
+
+    def _start(self, slot: _Slot) -> None:
+        outcome: list[BaseException | None] = []
+        try:
+            unit = slot.factory()
+        except BaseException as exc:  # a factory failing is a unit failing
+            self._on_exit(slot, exc, time.monotonic())
+            return
+        thread = threading.Thread(
+            target=_run_unit, args=(slot.name, unit, outcome), name=f"producer.{slot.name}"
+        )
+        thread.daemon = True  # a unit stuck in a C call must not keep the process alive
+        with self._lock:
+            slot.unit, slot.thread, slot.outcome = unit, thread, outcome
+            slot.state, slot.started_at = "running", time.monotonic()
+        thread.start()
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        if slot.state == "backoff" and now >= slot.restart_at:
+            log.info("restarting %s (restart %d)", slot.name, slot.restarts)
+            self._start(slot)
+        elif slot.state == "running" and slot.thread and not slot.thread.is_alive():
+            self._on_exit(slot, slot.outcome[0] if slot.outcome else None, now)
+
+    def _on_exit(self, slot: _Slot, exc: BaseException | None, now: float) -> None:
+        if self._stop.is_set():
+            return
+        if isinstance(exc, FatalError):
+            log.error("%s stopped: %s", slot.name, exc)
+            with self._lock:
+                slot.state, slot.last_error = "failed", str(exc)
+            self._exit_code = exc.exit_code
+            self._stop.set()
+            return
+        if now - slot.started_at >= self._stable_after:
+            slot.failures_in_row = 0
+        delay = self._backoff.delay(slot.failures_in_row)
+        reason = f"{type(exc).__name__}: {exc}" if exc else "returned without being stopped"
+        log.warning("%s died (%s); restarting in %.2fs", slot.name, reason, delay)
+        with self._lock:
+            slot.failures_in_row += 1
+            slot.restarts += 1
+            slot.last_error = reason
+            slot.state, slot.restart_at = "backoff", now + delay
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self._shutdown_timeout
+        log.info("stopping %d producer thread(s)", len(self._slots))
+        for slot in self._slots:
+            if slot.unit and slot.state == "running":
+                _quietly(slot.unit.stop, slot.name)
+        for slot in self._slots:
+            if slot.thread:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
+                if slot.thread.is_alive():
+                    log.warning("%s did not stop within the shutdown timeout", slot.name)
+        for slot in self._slots:
+            if slot.unit:
+                _quietly(slot.unit.flush, slot.name, max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                slot.state = "failed" if slot.state == "failed" else "stopped"
+        log.info("all producer threads stopped")
+
+
+def _run_unit(name: str, unit: ProducerUnit, outcome: list[BaseException | None]) -> None:
+    set_component(f"producer.{name}")
+    try:
+        unit.run()
+        outcome.append(None)
+    except BaseException as exc:
+        outcome.append(exc)
+
+
+def _quietly(call: Callable[..., None], name: str, *args: float) -> None:
+    try:
+        call(*args)
+    except Exception:
+        log.exception("%s failed while stopping", name)

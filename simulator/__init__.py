@@ -1,0 +1,1 @@
+"""A local Alpaca simulator speaking the real wire protocols."""

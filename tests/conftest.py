@@ -1,0 +1,74 @@
+"""Shared fixtures: a real Redis per session, a clean database per test, real Celery workers.
+
+pytest-celery 1.x is installed (it is a test extra) but switched off with ``-p no:celery``
+in pyproject.toml: its ``celery_worker`` fixture needs Docker. Workers here are either
+subprocesses (``worker_factory``: real prefork, killable) or ``start_worker`` threads
+(``inproc_worker``: fast, for tests that need no crash semantics).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.harness.redis_server import RedisServer
+from tests.harness.workers import WorkerProcess
+
+EXTERNAL_REDIS = os.environ.get("REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
+    """The session's Redis: REDIS_URL when given (tests flush it!), else our own server."""
+    if EXTERNAL_REDIS:
+        yield None
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer | None) -> str:
+    """A URL to an empty database."""
+    url = redis_server.url if redis_server else str(EXTERNAL_REDIS)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server owned by one test, which may kill and restart it."""
+    server = RedisServer(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start subprocess workers (``factory(redis_url, **options)``); all stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def factory(redis_url: str, **options: Any) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(redis_url, log, **options)
+        started.append(worker)
+        return worker.start()
+
+    yield factory
+    for worker in started:
+        worker.stop()

