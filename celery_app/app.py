@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from celery_app.errors import RETRYABLE
 from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
@@ -52,6 +52,13 @@ class DeliveryPolicy:
         return None
 
 
+def _queue(name: str) -> Queue:
+    # Each queue gets its own exchange and key: left to defaults, Celery binds every queue to
+    # exchange `celery` with key `celery`, and the Redis transport then copies each task
+    # into every queue.
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting, derived from our settings object."""
     vt = settings.visibility_timeout
@@ -76,7 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": [Queue(PRICES_QUEUE), Queue(ORDERS_QUEUE)],
+        "task_queues": [_queue(PRICES_QUEUE), _queue(ORDERS_QUEUE)],
         "task_routes": {
             f"{PRICES_QUEUE}.*": {"queue": PRICES_QUEUE},
             f"{ORDERS_QUEUE}.*": {"queue": ORDERS_QUEUE},

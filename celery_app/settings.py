@@ -190,7 +190,8 @@ def _first_error_line(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     loc = error.get("loc") or ("?",)
     variable = str(loc[0])
-    return ConfigError(variable, error.get("msg", "is invalid"))
+    reason = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    return ConfigError(variable, reason)
 
 
 @cache

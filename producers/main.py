@@ -1,0 +1,79 @@
+"""``alpaca-broker producer``: the producer process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from types import FrameType
+
+from celery_app.errors import ConfigError
+from celery_app.logs import setup_logging
+from celery_app.settings import exit_on_config_error, load_settings
+from producers.registry import STREAMS, build_units
+from producers.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+def parse_streams(value: str) -> tuple[str, ...]:
+    """``"prices,orders"`` -> ``("prices", "orders")``; ConfigError naming an unknown one."""
+    names = tuple(dict.fromkeys(s.strip() for s in value.split(",") if s.strip()))
+    unknown = [n for n in names if n not in STREAMS]
+    if unknown or not names:
+        choices = ", ".join(STREAMS) or "none"
+        raise ConfigError(
+            "--streams", f"unknown stream {unknown or value!r} (choose from {choices})"
+        )
+    return names
+
+
+def run_until_signalled(supervisor: Supervisor) -> int:
+    """Run ``supervisor`` until SIGTERM or Ctrl-C; returns its exit code."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if supervisor.stopping:
+            log.warning("already stopping (signal %d)", signum)
+            return
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        supervisor.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return supervisor.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alpaca-broker producer``."""
+    parser = argparse.ArgumentParser(
+        prog="alpaca-broker producer",
+        description="Hold Alpaca's streams and hand every message to Celery.",
+    )
+    parser.add_argument(
+        "--streams",
+        default="prices,orders",
+        help="comma-separated streams to run: prices (StockDataStream), orders (TradingStream)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        settings.credentials()
+        streams = parse_streams(args.streams)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    setup_logging(
+        "producer",
+        fmt=settings.log_format,
+        level=settings.log_level,
+        secrets=settings.secret_values(),
+    )
+    log.info("starting producer %r with streams %s", settings.producer_name, ",".join(streams))
+    supervisor = Supervisor(
+        build_units(settings, streams), shutdown_timeout=settings.shutdown_timeout
+    )
+    code = run_until_signalled(supervisor)
+    log.info("producer exiting with code %d", code)
+    return code

@@ -1,0 +1,104 @@
+"""The Celery wire: JSON in, pickle refused, order tasks survive their worker being killed."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+
+import pytest
+from kombu import Connection, Exchange, Producer
+
+from celery_app.app import celery_config, create_app
+from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
+from celery_app.settings import Settings
+from tests.harness.wait import wait_until
+
+PROBE_APP = "tests.harness.probe_tasks"
+
+
+def _sender(redis_url: str):  # a client-side app, as a producer process would build it
+    return create_app(Settings(REDIS_URL=redis_url, _env_file=None))
+
+
+def _send_probe(redis_url: str, key: str, value: str, hold: bool = False) -> None:
+    _sender(redis_url).send_task("orders.probe", args=[key, value], kwargs={"hold": hold})
+
+
+def test_wire_accepts_json_only_and_ignores_results() -> None:
+    config = celery_config(Settings(_env_file=None))
+    assert config["accept_content"] == ["json"]
+    assert config["task_serializer"] == "json"
+    assert config["result_accept_content"] == ["json"]
+    assert config["task_ignore_result"] is True
+
+
+def test_order_task_is_routed_to_orders_queue_with_late_ack(redis_url: str) -> None:
+    app = create_app(Settings(REDIS_URL=redis_url, _env_file=None))
+
+    @app.task(name="orders.routing_probe")
+    def routing_probe() -> None: ...
+
+    assert app.amqp.router.route({}, "orders.routing_probe")["queue"].name == ORDERS_QUEUE
+    assert routing_probe.acks_late is True
+    assert routing_probe.reject_on_worker_lost is True
+
+
+def test_order_task_lands_in_the_orders_queue_only(redis_url, redis_client) -> None:
+    _send_probe(redis_url, "q", "only-orders")
+    assert redis_client.llen(ORDERS_QUEUE) == 1
+    assert redis_client.llen(PRICES_QUEUE) == 0
+
+
+def test_subprocess_worker_consumes_json_task_from_orders_queue(
+    redis_url, redis_client, worker_factory
+) -> None:
+    worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE)
+    _send_probe(redis_url, "k", "v1")
+    wait_until(lambda: redis_client.lrange("k:done", 0, -1) == ["v1"], 15)
+
+
+def test_pickle_message_is_refused_and_never_runs(redis_url, redis_client, worker_factory) -> None:
+    worker = worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE)
+    task_id = str(uuid.uuid4())
+    with Connection(redis_url) as conn:
+        producer = Producer(conn, exchange=Exchange(ORDERS_QUEUE, type="direct"))
+        producer.publish(
+            pickle.dumps((["p", "evil"], {}, {})),
+            routing_key=ORDERS_QUEUE,
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"task": "orders.probe", "id": task_id, "lang": "py"},
+            declare=[],
+        )
+    # A JSON task sent after it runs, so the worker has seen (and refused) the pickle one.
+    _send_probe(redis_url, "j", "after")
+    wait_until(lambda: redis_client.lrange("j:done", 0, -1) == ["after"], 15)
+    assert redis_client.lrange("p:started", 0, -1) == []
+    wait_until(lambda: "untrusted content" in worker.log().lower(), 5, message=worker.log())
+
+
+def test_order_task_is_redelivered_when_its_pool_child_is_sigkilled(
+    redis_url, redis_client, worker_factory
+) -> None:
+    worker = worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE)
+    _send_probe(redis_url, "o", "order-1", hold=True)
+    wait_until(lambda: redis_client.llen("o:started") == 1, 15)
+    worker.kill_children()
+    wait_until(lambda: redis_client.llen("o:started") == 2, 20, message="redelivered")
+    redis_client.rpush("o:release", "go")
+    wait_until(lambda: redis_client.lrange("o:done", 0, -1) == ["order-1"], 15)
+
+
+@pytest.mark.slow
+def test_order_task_survives_whole_worker_sigkill_and_runs_on_next_worker(
+    redis_url, redis_client, worker_factory
+) -> None:
+    short = {"CELERY_VISIBILITY_TIMEOUT": "3"}
+    first = worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE, env=short, name="a")
+    _send_probe(redis_url, "w", "order-2", hold=True)
+    wait_until(lambda: redis_client.llen("w:started") == 1, 15)
+    first.kill()
+    redis_client.rpush("w:release", "go")  # the next run must not block
+    worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE, env=short, name="b")
+    wait_until(lambda: redis_client.lrange("w:done", 0, -1) == ["order-2"], 30)
+    assert redis_client.llen("w:started") == 2
