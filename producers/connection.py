@@ -1,0 +1,141 @@
+"""The reconnect loop shared by both streams: state machine, backoff, fatal errors.
+
+alpaca-py's own ``run()`` retries rejected credentials forever and returns silently on
+``insufficient subscription``; this loop uses alpaca-py's protocol steps (connect, auth,
+subscribe, dispatch) but owns the lifecycle, so those cases stop the producer (exit 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import websockets
+
+from celery_app.errors import CredentialsRejected
+from producers.backoff import Backoff
+from producers.status import StreamStatus
+
+log = logging.getLogger(__name__)
+
+Failure = Literal["rejected", "connection_limit", "retry"]
+
+# Texts alpaca-py raises (ValueError) when Alpaca answers auth with an error.
+_REJECTED = (
+    "auth failed",
+    "insufficient subscription",
+    "failed to authenticate",
+    "insufficient scope",
+)
+_LIMIT = ("connection limit exceeded",)
+
+
+def classify(exc: BaseException) -> Failure:
+    """What a failed connect/auth means: stop for good, wait out the reaping window, or retry."""
+    text = str(exc).lower()
+    if isinstance(exc, ValueError) and any(t in text for t in _REJECTED):
+        return "rejected"
+    if any(t in text for t in _LIMIT):
+        return "connection_limit"
+    return "retry"
+
+
+class StreamClient(Protocol):
+    """What the loop needs from a stream client."""
+
+    async def open(self) -> None:
+        """Connect, authenticate and subscribe; raise on failure."""
+
+    async def consume(self) -> bool:
+        """Read until the socket closes or goes stale; True when market data was seen."""
+
+    async def close(self) -> None:
+        """Close the socket if open."""
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How long to wait before connecting again."""
+
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
+    # Alpaca allows one connection per key and endpoint and reaps a half-dead one after
+    # about 90 s; reconnecting sooner only earns more 406s.
+    connection_limit_wait: float = 90.0
+
+
+async def run_connection(
+    client: StreamClient,
+    status: StreamStatus,
+    stop: asyncio.Event,
+    policy: ReconnectPolicy,
+    on_connected: Callable[[], None] | None = None,
+) -> None:
+    """Keep ``client`` connected until ``stop`` is set; raises CredentialsRejected."""
+    attempt = 0
+    connected_before = False
+    while not stop.is_set():
+        status.set_state("connecting")
+        try:
+            await client.open()
+        except Exception as exc:
+            await client.close()
+            failure = classify(exc)
+            if failure == "rejected":
+                status.set_state("auth_failed")
+                raise CredentialsRejected(f"{status.name} stream: Alpaca rejected: {exc}") from None
+            if failure == "connection_limit":
+                delay = policy.connection_limit_wait * random.uniform(1.0, 1.1)
+            else:
+                delay = policy.backoff.delay(attempt)
+            attempt += 1
+            status.set_state("disconnected")
+            log.warning(
+                "%s stream: connect failed (%s); retrying in %.1fs",
+                status.name,
+                _describe(exc),
+                delay,
+            )
+            await _wait(stop, delay)
+            continue
+        if connected_before:
+            status.reconnects += 1
+        connected_before = True
+        status.set_state("connected")
+        if on_connected:
+            on_connected()
+        try:
+            data_seen = await client.consume()
+        except websockets.WebSocketException as exc:
+            data_seen = False
+            if not stop.is_set():
+                log.warning("%s stream: connection lost (%s)", status.name, _describe(exc))
+        except ValueError as exc:  # an error message from Alpaca mid-stream
+            if classify(exc) == "rejected":
+                status.set_state("auth_failed")
+                raise CredentialsRejected(f"{status.name} stream: Alpaca rejected: {exc}") from None
+            raise
+        finally:
+            await client.close()
+        if stop.is_set():
+            break
+        attempt = 0 if data_seen else attempt
+        delay = policy.backoff.delay(attempt)
+        attempt += 1
+        status.set_state("disconnected")
+        log.info("%s stream: reconnecting in %.1fs", status.name, delay)
+        await _wait(stop, delay)
+    status.set_state("stopped")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
