@@ -8,6 +8,10 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producers.main:main", "run the producer process (price and order streams)"),
     "simulate": ("simulator.cli:main", "run the local Alpaca simulator"),
+    "tail": (
+        "alpaca_broker.tail:main",
+        "print live events from Redis: tail prices [SYMBOL] | orders",
+    ),
 }
 
 

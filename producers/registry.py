@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from celery import Celery
 
 from celery_app.settings import Settings
+from producers.orders import order_units
 from producers.prices import price_units
 from producers.supervisor import UnitFactory
 
@@ -14,6 +15,7 @@ StreamBuilder = Callable[[Settings, Celery], Mapping[str, UnitFactory]]
 
 STREAMS: dict[str, StreamBuilder] = {
     "prices": price_units,
+    "orders": order_units,
 }
 
 

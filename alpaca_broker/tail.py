@@ -1,0 +1,66 @@
+"""``alpaca-broker tail prices [SYMBOL]`` / ``tail orders``: print live events from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+import redis
+
+from celery_app.errors import ConfigError
+from celery_app.keys import Keys
+from celery_app.settings import exit_on_config_error, load_settings
+
+
+def tail_prices(
+    client: redis.Redis, keys: Keys, symbol: str | None, out: TextIO, limit: int
+) -> None:
+    """Print every price event of ``symbol`` (or all symbols) as one JSON line."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    if symbol:
+        pubsub.subscribe(keys.prices(symbol.upper()))
+    else:
+        pubsub.psubscribe(keys.prices_pattern)
+    for printed, message in enumerate(pubsub.listen(), start=1):
+        print(message["data"], file=out, flush=True)
+        if printed == limit:
+            return
+
+
+def tail_orders(client: redis.Redis, keys: Keys, from_start: bool, out: TextIO, limit: int) -> None:
+    """Print order events from the durable stream (new ones, or all with ``from_start``)."""
+    last = "0-0" if from_start else "$"
+    printed = 0
+    while True:
+        for _stream, entries in client.xread({keys.orders_events: last}, block=1000) or []:
+            for entry_id, fields in entries:
+                print(fields["event"], file=out, flush=True)
+                last = entry_id
+                printed += 1
+                if printed == limit:
+                    return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alpaca-broker tail``."""
+    parser = argparse.ArgumentParser(prog="alpaca-broker tail", description=__doc__)
+    parser.add_argument("path", choices=["prices", "orders"], help="which events")
+    parser.add_argument("symbol", nargs="?", help="prices: one symbol (default: all)")
+    parser.add_argument("--from-start", action="store_true", help="orders: replay the stream first")
+    parser.add_argument("-n", "--count", type=int, default=0, help="stop after N events")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = Keys(settings.redis_key_prefix)
+    try:
+        if args.path == "prices":
+            tail_prices(client, keys, args.symbol, sys.stdout, args.count)
+        else:
+            tail_orders(client, keys, args.from_start, sys.stdout, args.count)
+    except KeyboardInterrupt:
+        pass
+    return 0

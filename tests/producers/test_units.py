@@ -1,0 +1,138 @@
+"""Pure pieces of the producer: failure classes, wire conversion, buffer, hand-off, reconcile."""
+
+from __future__ import annotations
+
+import threading
+
+import kombu.exceptions
+import msgpack
+import pytest
+import websockets
+
+from producers.buffer import EventBuffer
+from producers.connection import classify
+from producers.handoff import BatchPolicy, Handoff
+from producers.prices import to_wire
+from producers.reconcile import missed_event
+from producers.status import StreamStatus
+from tests.harness.wait import wait_until
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (ValueError("auth failed"), "rejected"),
+        (ValueError("insufficient subscription"), "rejected"),
+        (ValueError("failed to authenticate"), "rejected"),
+        (ValueError("connection limit exceeded"), "connection_limit"),
+        (ValueError("connected message not received"), "retry"),
+        (OSError("connection refused"), "retry"),
+        (
+            websockets.exceptions.InvalidHandshake(
+                "server rejected WebSocket connection: HTTP 429"
+            ),
+            "retry",
+        ),
+    ],
+)
+def test_connect_failures_are_classified(exc: BaseException, expected: str) -> None:
+    assert classify(exc) == expected
+
+
+def test_to_wire_turns_msgpack_timestamp_into_exact_nanoseconds() -> None:
+    raw = msgpack.unpackb(msgpack.packb({"T": "t", "t": msgpack.Timestamp(1764000000, 123456789)}))
+    assert to_wire(raw)["t"] == 1764000000123456789
+    assert to_wire(raw)["t"] == 1764000000123456789  # idempotent: a retried batch is unchanged
+
+
+def test_bounded_buffer_drops_the_oldest_and_counts_them() -> None:
+    status = StreamStatus("prices")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=3)
+    for i in range(5):
+        buffer.put(i)
+    assert buffer.take(10) == [2, 3, 4]
+    assert status.dropped == 2
+
+
+def test_unbounded_buffer_never_drops() -> None:
+    status = StreamStatus("orders")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=None, warn_at=10)
+    for i in range(100):
+        buffer.put(i)
+    assert buffer.take(1000) == list(range(100))
+    assert status.dropped == 0
+
+
+def test_handoff_holds_the_batch_while_the_broker_is_down_and_keeps_order() -> None:
+    status = StreamStatus("orders")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=None)
+    sent: list[int] = []
+    broker_up = threading.Event()
+
+    def send(batch: list[int]) -> None:
+        if not broker_up.is_set():
+            raise kombu.exceptions.OperationalError("Error 111 connecting")
+        sent.extend(batch)
+
+    from producers.backoff import Backoff
+
+    handoff = Handoff(
+        "orders.handoff", buffer, status, send, BatchPolicy(1, 0), Backoff(0.01, 0.05)
+    )
+    thread = threading.Thread(target=handoff.run, daemon=True)
+    thread.start()
+    for i in range(20):
+        buffer.put(i)
+    wait_until(lambda: handoff.snapshot()["buffered"] == 20, 5)
+    broker_up.set()
+    wait_until(lambda: sent == list(range(20)), 5)
+    assert status.enqueued == 20
+    handoff.stop()
+    thread.join(2)
+
+
+def test_handoff_batches_by_size_and_flushes_the_rest_on_stop() -> None:
+    status = StreamStatus("prices")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=1000)
+    batches: list[list[int]] = []
+    handoff = Handoff("prices.handoff", buffer, status, batches.append, BatchPolicy(10, 0.05))
+    for i in range(25):
+        buffer.put(i)
+    thread = threading.Thread(target=handoff.run, daemon=True)
+    thread.start()
+    wait_until(lambda: sum(map(len, batches)) == 25, 5)
+    assert [len(b) for b in batches][:2] == [10, 10]
+    handoff.stop()
+    thread.join(2)
+    buffer.put(99)
+    handoff.flush(1.0)
+    assert batches[-1] == [99]
+
+
+ORDER = {
+    "id": "o-1",
+    "status": "filled",
+    "filled_qty": "10",
+    "updated_at": "2026-11-24T15:00:00.1Z",
+}
+
+
+def test_reconcile_finds_a_fill_missed_during_the_gap() -> None:
+    event = missed_event(ORDER, {"status": "new", "filled_qty": "0"})
+    assert event == {"event": "fill", "order": ORDER, "timestamp": ORDER["updated_at"]}
+
+
+def test_reconcile_emits_nothing_when_redis_already_has_the_state() -> None:
+    assert missed_event(ORDER, {"status": "filled", "filled_qty": "10.0"}) is None
+
+
+def test_reconcile_reports_an_order_redis_never_saw() -> None:
+    new = {**ORDER, "status": "new", "filled_qty": "0"}
+    assert missed_event(new, {})["event"] == "new"  # type: ignore[index]
+
+
+def test_reconcile_sees_a_partial_fill_with_unchanged_status() -> None:
+    partial = {**ORDER, "status": "partially_filled", "filled_qty": "7"}
+    event = missed_event(partial, {"status": "partially_filled", "filled_qty": "3"})
+    assert event is not None
+    assert event["event"] == "partial_fill"
