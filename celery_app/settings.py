@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     connection_limit_wait: float = Field(
         90.0, validation_alias=_env("ALPACA_CONNECTION_LIMIT_WAIT"), ge=0
     )
+    health_interval: float = Field(5.0, validation_alias=_env("HEALTH_INTERVAL"), gt=0)
     reconcile_interval: float = Field(60.0, validation_alias=_env("RECONCILE_INTERVAL"), gt=0)
     orders_stream_maxlen: int = Field(
         1_000_000, validation_alias=_env("ORDERS_STREAM_MAXLEN"), ge=1000

@@ -62,6 +62,10 @@ class Supervisor:
         self._exit_code = 0
         self._lock = threading.Lock()
 
+    def add(self, name: str, factory: UnitFactory) -> None:
+        """Supervise one more unit (before :meth:`run`)."""
+        self._slots.append(_Slot(name, factory))
+
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop every unit and return; safe from a signal handler."""
         self._stop.set()
