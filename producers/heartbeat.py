@@ -27,13 +27,13 @@ THREAD_FIELDS = ("thread", "restarts", "last_error")
 def health_document(name: str, states: dict[str, dict[str, Any]], status: str) -> dict[str, Any]:
     """The JSON of ``P:health:producer:{NAME}`` from the supervisor's unit states (pure).
 
-    A stream is a unit without a dot in its name (``prices``); its ``.handoff`` unit adds
+    A stream is a unit with a connection ``state`` (``prices``); its ``.handoff`` unit adds
     how many events it still holds.
     """
     streams: dict[str, dict[str, Any]] = {}
     for unit, state in states.items():
         stream, _, part = unit.partition(".")
-        if not part:
+        if not part and "state" in state:
             streams[stream] = {k: v for k, v in state.items() if k not in THREAD_FIELDS}
     for unit, state in states.items():
         stream, _, part = unit.partition(".")

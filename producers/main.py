@@ -10,6 +10,7 @@ from types import FrameType
 from celery_app.errors import ConfigError
 from celery_app.logs import setup_logging
 from celery_app.settings import exit_on_config_error, load_settings
+from producers.heartbeat import Heartbeat
 from producers.registry import STREAMS, build_units
 from producers.supervisor import Supervisor
 
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(
         build_units(settings, streams), shutdown_timeout=settings.shutdown_timeout
     )
+    interval = settings.health_interval
+    supervisor.add("heartbeat", lambda: Heartbeat(settings, supervisor.states, interval))
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code
