@@ -66,6 +66,7 @@ class ReconnectPolicy:
     # Alpaca allows one connection per key and endpoint and reaps a half-dead one after
     # about 90 s; reconnecting sooner only earns more 406s.
     connection_limit_wait: float = 90.0
+    open_timeout: float = 15.0
 
 
 async def run_connection(
@@ -81,7 +82,8 @@ async def run_connection(
     while not stop.is_set():
         status.set_state("connecting")
         try:
-            await client.open()
+            # alpaca-py waits forever for the welcome and the auth reply; we do not.
+            await asyncio.wait_for(client.open(), policy.open_timeout)
         except Exception as exc:
             await client.close()
             failure = classify(exc)
