@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness.redis_server import RedisServer
+from alpaca_broker.redis_server import RedisServer
 from tests.harness.workers import WorkerProcess
 
 EXTERNAL_REDIS = os.environ.get("REDIS_URL")

@@ -70,7 +70,8 @@ def test_rejected_credentials_stop_every_unit_with_exit_code_3(tmp_path: Path) -
 
 def test_stop_flushes_every_unit_and_exits_0(tmp_path: Path) -> None:
     units = [HoldingUnit(n, tmp_path / n) for n in ("a", "b")]
-    supervisor = Supervisor({u.name: functools.partial(_same, u) for u in units}, shutdown_timeout=5)
+    factories = {u.name: functools.partial(_same, u) for u in units}
+    supervisor = Supervisor(factories, shutdown_timeout=5)
     thread, result = _run_in_thread(supervisor)
     wait_until(lambda: all(s.get("held", 0) > 3 for s in supervisor.states().values()), 5)
     supervisor.request_stop()
