@@ -8,6 +8,7 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producers.main:main", "run the producer process (price and order streams)"),
     "simulate": ("simulator.cli:main", "run the local Alpaca simulator"),
+    "health": ("alpaca_broker.health:main", "report health; exit 0 when healthy, 1 when not"),
     "tail": (
         "alpaca_broker.tail:main",
         "print live events from Redis: tail prices [SYMBOL] | orders",

@@ -1,0 +1,170 @@
+"""``alpaca-broker health``: Redis, queues, producers and workers; exit 0 healthy, 1 not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+
+from celery_app.errors import ConfigError
+from celery_app.keys import QUEUES, Keys
+from celery_app.settings import Settings, exit_on_config_error, load_settings
+
+# kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
+PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+NEAR_VISIBILITY = 0.8  # an unacked message this old will soon be delivered a second time
+
+
+def collect_redis(client: redis.Redis) -> dict[str, Any]:
+    """PING latency and the INFO fields an operator of a broker watches."""
+    client.ping()  # connect first: the latency below is one round trip
+    began = time.perf_counter()
+    client.ping()
+    latency_ms = (time.perf_counter() - began) * 1000
+    info = client.info()
+    return {
+        "ping_ms": round(latency_ms, 3),
+        "version": info.get("redis_version"),
+        "used_memory": info.get("used_memory"),
+        "maxmemory": info.get("maxmemory"),
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "aof_enabled": bool(info.get("aof_enabled")),
+        "aof_last_write_status": info.get("aof_last_write_status"),
+        "connected_clients": info.get("connected_clients"),
+    }
+
+
+def collect_queues(client: redis.Redis) -> dict[str, Any]:
+    """Depth of each queue (with priority sub-lists) and the unacknowledged messages."""
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(queue)
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{PRIORITY_SEP}{step}")
+    pipe.zcard(UNACKED_INDEX)
+    pipe.zrange(UNACKED_INDEX, 0, 0, withscores=True)
+    results = pipe.execute()
+    per_queue = 1 + len(PRIORITY_STEPS)
+    depths = {q: sum(results[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(QUEUES)}
+    oldest = results[-1]
+    return {
+        "depth": depths,
+        "unacked": results[-2],
+        "oldest_unacked_age_s": round(time.time() - oldest[0][1], 1) if oldest else None,
+    }
+
+
+def collect_producers(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """Every producer heartbeat that has not expired, by name."""
+    prefix = keys.producer_health("")
+    found: dict[str, Any] = {}
+    for key in client.scan_iter(match=keys.producer_health_pattern, count=100):
+        raw = client.get(key)
+        if raw:
+            found[key[len(prefix) :]] = json.loads(raw)
+    return found
+
+
+def collect_workers(app: Any, timeout: float) -> dict[str, list[str]]:
+    """Worker name -> the queues it consumes, for every worker that answered."""
+    answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    return {worker: sorted(q["name"] for q in queues) for worker, queues in answers.items()}
+
+
+def problems(report: dict[str, Any], settings: Settings, expected: list[str]) -> list[str]:
+    """Why the system is unhealthy (empty when healthy); pure, over a collected report."""
+    found: list[str] = []
+    if "error" in report["redis"]:
+        return [f"redis unreachable: {report['redis']['error']}"]
+    producers = report["producers"]
+    for name in expected:
+        if name not in producers:
+            found.append(f"producer {name!r}: no heartbeat (stopped, or its key expired)")
+    for name, doc in producers.items():
+        for stream, state in doc.get("streams", {}).items():
+            if state.get("state") == "auth_failed":
+                found.append(f"producer {name!r}: stream {stream} rejected by Alpaca (auth_failed)")
+    age = report["queues"]["oldest_unacked_age_s"]
+    if age is not None and age >= NEAR_VISIBILITY * settings.visibility_timeout:
+        found.append(
+            f"oldest unacknowledged task is {age:.0f}s old (visibility timeout "
+            f"{settings.visibility_timeout}s): a worker died or is stuck"
+        )
+    served = {q for queues in report["workers"].values() for q in queues}
+    for queue in QUEUES:
+        if queue not in served:
+            found.append(f"no worker consumes queue {queue!r}")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``alpaca-broker health``."""
+    parser = argparse.ArgumentParser(prog="alpaca-broker health", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--producer",
+        action="append",
+        help="producer name that must be alive (default: PRODUCER_NAME); repeatable",
+    )
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for workers")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    from celery_app import app
+
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3
+    )
+    report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
+    try:
+        report["redis"] = collect_redis(client)
+        report["queues"] = collect_queues(client)
+        report["producers"] = collect_producers(client, Keys(settings.redis_key_prefix))
+        report["workers"] = collect_workers(app, args.timeout)
+    except (redis.RedisError, OSError) as exc:
+        report["redis"] = {"error": str(exc)}
+    reasons = problems(report, settings, args.producer or [settings.producer_name])
+    report["healthy"], report["problems"] = not reasons, reasons
+    print(json.dumps(report, indent=2, default=str) if args.json else render(report))
+    return 0 if not reasons else 1
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable report."""
+    lines = ["healthy" if report["healthy"] else "UNHEALTHY"]
+    lines += [f"  problem: {p}" for p in report["problems"]]
+    r = report["redis"]
+    if "error" not in r:
+        lines.append(
+            f"redis: ping {r['ping_ms']} ms, memory {r['used_memory']}, policy "
+            f"{r['maxmemory_policy']}, aof {'on' if r['aof_enabled'] else 'off'}, "
+            f"clients {r['connected_clients']}"
+        )
+        q = report["queues"]
+        depth = ", ".join(f"{k} {v}" for k, v in q["depth"].items())
+        lines.append(
+            f"queues: {depth}; unacked {q['unacked']} (oldest {q['oldest_unacked_age_s']}s)"
+        )
+    for name, doc in report["producers"].items():
+        for stream, s in doc.get("streams", {}).items():
+            last = s.get("last_message_at")
+            ago = f", last message {time.time() - last:.1f}s ago" if last else ""
+            lines.append(
+                f"producer {name} {stream}: {s.get('state')}{ago}, received {s.get('received')}, "
+                f"enqueued {s.get('enqueued')}, dropped {s.get('dropped')}, "
+                f"malformed {s.get('malformed')}, reconnects {s.get('reconnects')}"
+            )
+    for worker, queues in report["workers"].items():
+        lines.append(f"worker {worker}: {','.join(queues)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
