@@ -13,7 +13,7 @@ from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
 from celery_app.logs import setup_logging
 from celery_app.settings import Settings, load_settings
 
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders")
 
 # Orders must never be lost: ack after the task returns, requeue when the pool child dies,
 # and retry passing Redis faults forever (with backoff). Prices are many and superseded

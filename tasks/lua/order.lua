@@ -1,0 +1,37 @@
+-- Publish one order event exactly once and keep its order's hash at the newest state.
+-- KEYS[1]  P:orders:seen:{DEDUPE_ID}   the marker that this event was published
+-- KEYS[2]  P:orders:events             the stream of every distinct order event
+-- KEYS[3]  P:order:{ORDER_ID}          the order's latest state
+-- ARGV[1]  the marker's TTL in seconds
+-- ARGV[2]  the stream's approximate MAXLEN
+-- ARGV[3]  the channel P:orders
+-- ARGV[4]  the event JSON
+-- ARGV[5]  the event's ts_ns as decimal digits
+-- ARGV[6..] field, value pairs for the order hash (besides json)
+-- Returns 0 for a duplicate (nothing written), 1 for a new event older than the order's
+-- state (published, hash kept), 2 for a new event that also updated the hash.
+-- The marker is written last: an error part-way leaves it unset, so a retry can redo the
+-- work (with noeviction, an out-of-memory error refuses the first write, XADD).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+local result = 2
+local held = redis.call('HGET', KEYS[3], 'json')
+if held then
+  local held_ts = stored_ts(held)
+  -- An event at the same instant as the held one is not older: it updates.
+  if held_ts and compare_digits(ARGV[5], held_ts) < 0 then
+    result = 1
+  end
+end
+if result == 2 then
+  local fields = {'json', ARGV[4]}
+  for i = 6, #ARGV do
+    fields[#fields + 1] = ARGV[i]
+  end
+  redis.call('HSET', KEYS[3], unpack(fields))
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return result

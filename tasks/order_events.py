@@ -1,0 +1,115 @@
+"""Trading-stream ``trade_updates`` data -> ``order_update`` events, as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery_app.schema import (
+    ORDER_FIELDS_FROM_EVENT,
+    ORDER_FIELDS_FROM_ORDER,
+    ORDER_SOURCES,
+    ORDER_UPDATE_TYPE,
+)
+from tasks.encoding import encode_event, hash_value
+from tasks.malformed import Malformed, excerpt
+from tasks.timestamps import format_ns, format_received, to_ns
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """A normalized order event, encoded once, with its dedupe id and order-hash fields."""
+
+    order_id: str
+    dedupe_id: str
+    ts_ns: int
+    hash_fields: tuple[tuple[str, str], ...]
+    json: bytes
+
+
+def _non_empty_str(value: Any) -> bool:
+    return type(value) is str and value != ""
+
+
+def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, Any]:
+    """The ``order_update`` event for a ``trade_updates`` ``data`` object.
+
+    Decimal strings are copied as sent; ``order`` is the full order object; ``exec_qty`` is the
+    event's own ``qty``; ``timestamp`` is the event's (else the order's ``updated_at``). Raises
+    Malformed when ``data`` has no ``event`` name, no ``order`` object with an ``id``, no valid
+    timestamp, or ``source`` is not ``stream``/``reconciliation``.
+    """
+    if not isinstance(data, dict):
+        raise Malformed("order: not a map", f"got {type(data).__name__}", data)
+    if type(source) is not str or source not in ORDER_SOURCES:
+        raise Malformed("order: bad source", f"source={excerpt(source, 40)}", data)
+    name = data.get("event")
+    if not _non_empty_str(name):
+        raise Malformed("order: bad event", f"event={excerpt(name, 40)}", data)
+    order = data.get("order")
+    if not isinstance(order, dict):
+        raise Malformed("order: no order object", f"order={excerpt(order, 40)}", data)
+    if not _non_empty_str(order.get("id")):
+        raise Malformed("order: no order id", f"id={excerpt(order.get('id'), 40)}", data)
+    raw_ts = data.get("timestamp")
+    if raw_ts is None:
+        # Older messages omit `timestamp` on some events (e.g. `new`); the order's
+        # `updated_at` is when that state began.
+        raw_ts = order.get("updated_at")
+    try:
+        ts_ns = to_ns(raw_ts)
+        timestamp = format_ns(ts_ns)
+    except ValueError as exc:
+        raise Malformed("order: bad timestamp", str(exc), data) from None
+    try:
+        received_at = format_received(received_at_ns)
+    except ValueError as exc:
+        raise Malformed("order: bad received_at", str(exc), data) from None
+    event: dict[str, Any] = {
+        "type": ORDER_UPDATE_TYPE,
+        "symbol": order.get("symbol"),
+        "timestamp": timestamp,
+        "ts_ns": ts_ns,
+        "received_at": received_at,
+        "event": name,
+    }
+    for field, key in ORDER_FIELDS_FROM_ORDER:
+        event[field] = order.get(key)
+    if event["order_type"] is None:
+        event["order_type"] = order.get("type")
+    for field, key in ORDER_FIELDS_FROM_EVENT:
+        event[field] = data.get(key)
+    event["source"] = source
+    event["order"] = order
+    return event
+
+
+def dedupe_id_of(event: dict[str, Any]) -> str:
+    """What makes an order event distinct: its ``execution_id``, else order, event and time."""
+    execution_id = event["execution_id"]
+    if execution_id is not None and execution_id != "":
+        return str(execution_id)
+    return f"{event['order_id']}|{event['event']}|{event['timestamp']}"
+
+
+def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
+    """Normalize and encode one order event; raises Malformed."""
+    event = normalize_order(data, received_at_ns, source)
+    encoded = encode_event(event)
+    fields = (
+        ("status", hash_value(event["status"])),
+        ("event", hash_value(event["event"])),
+        ("symbol", hash_value(event["symbol"])),
+        ("side", hash_value(event["side"])),
+        ("qty", hash_value(event["qty"])),
+        ("filled_qty", hash_value(event["filled_qty"])),
+        ("filled_avg_price", hash_value(event["filled_avg_price"])),
+        ("updated_at", event["timestamp"]),
+    )
+    return OrderEvent(
+        order_id=event["order_id"],
+        dedupe_id=dedupe_id_of(event),
+        ts_ns=event["ts_ns"],
+        hash_fields=fields,
+        json=encoded,
+    )

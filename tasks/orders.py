@@ -1,0 +1,35 @@
+"""Celery task ``orders.publish_event``: one trading-stream order event into Redis, once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery_app import app
+from celery_app.errors import MalformedMessage
+from celery_app.keys import ORDER_EVENT_TASK
+from tasks.malformed import excerpt
+from tasks.order_events import prepare_order
+from tasks.publisher import get_publisher
+from tasks.retry import retryable_redis_errors
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=ORDER_EVENT_TASK)
+def publish_event(data: dict[str, Any], received_at_ns: int, source: str) -> bool:
+    """Normalize a ``trade_updates`` ``data`` object and publish it exactly once.
+
+    Returns True when the event was new. A malformed event is logged and dropped (retrying
+    cannot fix it); Redis faults raise so that the delivery policy retries until they pass.
+    """
+    try:
+        event = prepare_order(data, received_at_ns, source)
+    except MalformedMessage as exc:
+        log.error("dropped malformed order event (%s, source=%r): %s", exc, source, excerpt(data))
+        return False
+    with retryable_redis_errors():
+        result = get_publisher().publish_order(event)
+    if not result.new:
+        log.info("order event %s already published, skipped", event.dedupe_id)
+    return result.new

@@ -1,0 +1,135 @@
+"""Thin I/O: normalized events into Redis, one round trip per price batch or order event."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import redis
+from redis.exceptions import NoScriptError
+
+from celery_app.keys import Keys
+from celery_app.settings import Settings, load_settings
+from tasks.order_events import OrderEvent
+from tasks.price_events import PriceEvent, newest_per_type
+from tasks.scripts import LATEST, ORDER, LuaScript
+
+log = logging.getLogger(__name__)
+
+
+class OrderResult(NamedTuple):
+    """What one order event did: ``new`` (published) and ``state_updated`` (hash changed)."""
+
+    new: bool
+    state_updated: bool
+
+
+class Publisher:
+    """Writes events to Redis through one client; scripts run by SHA, loaded when missing."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, stream_maxlen: int, dedupe_ttl: int
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._stream_maxlen = stream_maxlen
+        self._dedupe_ttl = dedupe_ttl
+
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client this publisher writes through."""
+        return self._client
+
+    def publish_prices(self, events: Sequence[PriceEvent]) -> int:
+        """PUBLISH every event on its symbol's channel and update the latest hashes.
+
+        One pipelined round trip: the latest-hash script for the newest event per (symbol,
+        type), then a PUBLISH per event in order. Returns the number of hash fields replaced.
+        Redis errors propagate (the task's policy retries them).
+        """
+        if not events:
+            return 0
+        keys: list[str] = []
+        args: list[Any] = []
+        for update in newest_per_type(events):
+            keys.append(self._keys.latest(update.symbol))
+            args += (update.type, update.ts_ns, update.received_at, update.json)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(LATEST.sha, len(keys), *keys, *args)
+        channel = self._keys.prices
+        for event in events:
+            pipe.publish(channel(event.symbol), event.json)
+        # raise_on_error=False: a NOSCRIPT must not hide that the PUBLISHes went through,
+        # or a retry would publish them twice.
+        results = pipe.execute(raise_on_error=False)
+        for result in results[1:]:
+            if isinstance(result, Exception):
+                raise result
+        replaced = results[0]
+        if isinstance(replaced, NoScriptError):
+            replaced = self._load_and_run(LATEST, keys, args)
+        elif isinstance(replaced, Exception):
+            raise replaced
+        return int(replaced)
+
+    def publish_order(self, event: OrderEvent) -> OrderResult:
+        """Publish ``event`` unless already seen (stream entry, channel message, order hash).
+
+        One atomic script call; a duplicate writes nothing.
+        """
+        keys = [
+            self._keys.order_seen(event.dedupe_id),
+            self._keys.orders_events,
+            self._keys.order(event.order_id),
+        ]
+        args: list[Any] = [
+            self._dedupe_ttl,
+            self._stream_maxlen,
+            self._keys.orders_channel,
+            event.json,
+            event.ts_ns,
+        ]
+        for field, value in event.hash_fields:
+            args += (field, value)
+        try:
+            code = self._client.evalsha(ORDER.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            code = self._load_and_run(ORDER, keys, args)
+        return OrderResult(new=int(code) > 0, state_updated=int(code) == 2)
+
+    def _load_and_run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        log.info("loading Lua script %s into Redis", script.name)
+        self._client.script_load(script.source)
+        return self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def create_publisher(settings: Settings) -> Publisher:
+    """A publisher with its own client for ``settings.redis_url``."""
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+    return Publisher(
+        client,
+        Keys(settings.redis_key_prefix),
+        stream_maxlen=settings.orders_stream_maxlen,
+        dedupe_ttl=settings.order_dedupe_ttl,
+    )
+
+
+_publisher: Publisher | None = None
+_publisher_pid = 0
+
+
+def get_publisher() -> Publisher:
+    """This process's publisher, created on first use and anew after a fork."""
+    global _publisher, _publisher_pid
+    pid = os.getpid()
+    if _publisher is None or _publisher_pid != pid:
+        _publisher = create_publisher(load_settings())
+        _publisher_pid = pid
+    return _publisher

@@ -1,0 +1,40 @@
+"""End-to-end fixtures: the simulator (in this process), real workers and producer processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.api import Simulator
+from tests.harness.producer import ProducerProcess
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A scripted simulator (no synthetic market unless a test switches it on)."""
+    with Simulator() as simulator:
+        yield simulator
+
+
+def sim_env(sim: Simulator) -> dict[str, str]:
+    """The producer's URL settings for ``sim``."""
+    return dict(line.split("=", 1) for line in sim.env_lines())
+
+
+@pytest.fixture
+def producer_factory(tmp_path: Path) -> Iterator[Callable[..., ProducerProcess]]:
+    """Start producer processes (``factory(redis_url, sim, streams=..., **env)``)."""
+    started: list[ProducerProcess] = []
+
+    def factory(redis_url: str, simulator: Simulator, **options: Any) -> ProducerProcess:
+        log = tmp_path / f"producer-{len(started)}.log"
+        producer = ProducerProcess(redis_url, sim_env(simulator), log, **options)
+        started.append(producer)
+        return producer.start()
+
+    yield factory
+    for producer in started:
+        producer.stop()

@@ -1,0 +1,165 @@
+"""The order publisher against a real Redis: exactly-once events, hashes that never regress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from celery_app.keys import Keys
+from tasks.order_events import OrderEvent, prepare_order
+from tasks.publisher import OrderResult, Publisher
+from tests.harness.wait import wait_until
+from tests.tasks.payloads import RECEIVED_NS, trade_update, trade_updates
+from tests.tasks.test_publisher_prices import Subscriber
+
+KEYS = Keys("alpaca")
+AAPL_ORDER = "61e69015-8549-4bfd-b9c3-01e75843f47d"
+
+
+@pytest.fixture
+def publisher(redis_url: str) -> Iterator[Publisher]:
+    client = redis.Redis.from_url(redis_url)
+    yield Publisher(client, KEYS, stream_maxlen=1000, dedupe_ttl=3600)
+    client.close()
+
+
+@pytest.fixture
+def orders_channel(redis_client: redis.Redis) -> Iterator[Subscriber]:
+    sub = Subscriber(redis_client, KEYS.orders_channel)
+    wait_until(lambda: redis_client.pubsub_numpat() >= 1, 5, message="psubscribed")
+    yield sub
+    sub.close()
+
+
+def prepared(
+    symbol: str, event: str, source: str = "stream", received: int = RECEIVED_NS
+) -> OrderEvent:
+    return prepare_order(trade_update(symbol, event), received, source)
+
+
+def stream_events(client: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(fields["event"]) for _, fields in client.xrange(KEYS.orders_events)]
+
+
+def test_a_lifecycle_new_partial_fill_fill_ends_filled(publisher, redis_client, orders_channel):
+    for name in ("new", "partial_fill", "fill"):
+        assert publisher.publish_order(prepared("AAPL", name)) == OrderResult(True, True)
+    assert [e["event"] for e in stream_events(redis_client)] == ["new", "partial_fill", "fill"]
+    state = redis_client.hgetall(KEYS.order(AAPL_ORDER))
+    assert state == {
+        "status": "filled", "event": "fill", "symbol": "AAPL", "side": "buy", "qty": "10",
+        "filled_qty": "10", "filled_avg_price": "187.494",
+        "updated_at": "2026-11-24T14:30:02.249999999Z", "json": state["json"],
+    }  # fmt: skip
+    assert json.loads(state["json"])["execution_id"] == "5f0e2d9c-3c77-4d0a-a5a3-6f2b8c1d0e22"
+    wait_until(lambda: len(orders_channel.messages) >= 3, 5, message="3 channel messages")
+    assert [json.loads(m)["event"] for _, m in orders_channel.messages] == [
+        "new",
+        "partial_fill",
+        "fill",
+    ]
+
+
+def test_the_same_event_twice_is_one_entry_and_one_message(publisher, redis_client, orders_channel):
+    first = prepared("AAPL", "partial_fill")
+    again = prepared("AAPL", "partial_fill", received=RECEIVED_NS + 10**9)
+    assert publisher.publish_order(first).new
+    assert publisher.publish_order(again) == OrderResult(False, False)
+    assert redis_client.xlen(KEYS.orders_events) == 1
+    publisher.publish_order(prepared("AAPL", "fill"))  # a marker that the channel has caught up
+    wait_until(lambda: len(orders_channel.messages) >= 2, 5, message="2 channel messages")
+    assert [json.loads(m)["event"] for _, m in orders_channel.messages] == ["partial_fill", "fill"]
+
+
+def test_a_reconciliation_duplicate_of_a_reconciled_event_adds_nothing(publisher, redis_client):
+    rest_order = trade_update("MSFT", "canceled")["order"]
+    data = {"event": "canceled", "order": rest_order, "timestamp": rest_order["updated_at"]}
+    assert publisher.publish_order(prepare_order(data, RECEIVED_NS, "reconciliation")).new
+    assert not publisher.publish_order(prepare_order(data, RECEIVED_NS + 1, "reconciliation")).new
+    assert redis_client.xlen(KEYS.orders_events) == 1
+    assert stream_events(redis_client)[0]["source"] == "reconciliation"
+
+
+def test_a_stream_event_without_execution_id_dedupes_against_reconciliation(
+    publisher, redis_client
+):
+    stream = prepared("MSFT", "canceled")
+    rest_order = trade_update("MSFT", "canceled")["order"]
+    timestamp = json.loads(stream.json)["timestamp"]
+    data = {"event": "canceled", "order": rest_order, "timestamp": timestamp}
+    assert publisher.publish_order(stream).new
+    assert not publisher.publish_order(prepare_order(data, RECEIVED_NS, "reconciliation")).new
+    assert redis_client.xlen(KEYS.orders_events) == 1
+
+
+def test_out_of_order_events_never_regress_the_order_hash(publisher, redis_client):
+    assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(True, True)
+    assert publisher.publish_order(prepared("AAPL", "partial_fill")) == OrderResult(True, False)
+    assert publisher.publish_order(prepared("AAPL", "new")) == OrderResult(True, False)
+    state = redis_client.hgetall(KEYS.order(AAPL_ORDER))
+    assert (state["status"], state["event"], state["filled_qty"]) == ("filled", "fill", "10")
+    assert redis_client.xlen(KEYS.orders_events) == 3  # every distinct event still published
+
+
+def test_order_times_differing_only_in_the_last_nanosecond_compare_exactly(publisher, redis_client):
+    older = trade_update("AAPL", "partial_fill")
+    newer = trade_update("AAPL", "fill")
+    older["timestamp"] = "2026-11-24T14:30:02.249999998Z"
+    newer["timestamp"] = "2026-11-24T14:30:02.249999999Z"
+    publisher.publish_order(prepare_order(newer, RECEIVED_NS, "stream"))
+    assert not publisher.publish_order(prepare_order(older, RECEIVED_NS, "stream")).state_updated
+    assert redis_client.hget(KEYS.order(AAPL_ORDER), "status") == "filled"
+
+
+def test_replace_cancel_reject_and_expire_lifecycles(publisher, redis_client):
+    others = [d for d in trade_updates() if d["order"]["symbol"] in ("MSFT", "TSLA", "GME", "SPY")]
+    for data in others:
+        assert publisher.publish_order(prepare_order(data, RECEIVED_NS, "stream")).new
+    statuses = {
+        d["order"]["client_order_id"]: redis_client.hget(KEYS.order(d["order"]["id"]), "status")
+        for d in others
+    }
+    assert statuses == {
+        "my-order-c": "canceled", "coid-d": "replaced", "coid-e": "new", "coid-f": "rejected",
+        "coid-g": "expired",
+    }  # fmt: skip
+    assert redis_client.xlen(KEYS.orders_events) == len(others)
+
+
+def test_decimal_strings_survive_in_stream_and_hash(publisher, redis_client):
+    publisher.publish_order(prepared("BTC/USD", "fill"))
+    (event,) = stream_events(redis_client)
+    assert event["exec_qty"] == "0.123456789"
+    order_id = event["order_id"]
+    assert redis_client.hget(KEYS.order(order_id), "filled_qty") == "0.123456789"
+    assert redis_client.hget(KEYS.order(order_id), "filled_avg_price") == "40123.123456789"
+
+
+def test_the_dedupe_marker_expires_after_the_configured_ttl(publisher, redis_client):
+    event = prepared("AAPL", "fill")
+    publisher.publish_order(event)
+    ttl = redis_client.ttl(KEYS.order_seen(event.dedupe_id))
+    assert 3590 <= ttl <= 3600
+
+
+def test_the_stream_is_capped_approximately(redis_url, redis_client):
+    client = redis.Redis.from_url(redis_url)
+    capped = Publisher(client, KEYS, stream_maxlen=10, dedupe_ttl=60)
+    template = trade_update("AAPL", "fill")
+    for i in range(400):
+        data = {**template, "execution_id": f"exec-{i}"}
+        capped.publish_order(prepare_order(data, RECEIVED_NS, "stream"))
+    client.close()
+    assert redis_client.xlen(KEYS.orders_events) < 400
+
+
+def test_the_order_script_is_reloaded_after_a_script_flush(publisher, redis_client):
+    redis_client.script_flush()
+    assert publisher.publish_order(prepared("AAPL", "new")).new
+    redis_client.script_flush()
+    assert not publisher.publish_order(prepared("AAPL", "new")).new
+    assert redis_client.xlen(KEYS.orders_events) == 1
