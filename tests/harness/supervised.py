@@ -17,14 +17,16 @@ from tests.harness.units import HoldingUnit
 
 def main(out_dir: Path) -> int:
     setup_logging("producer")
+    def last_unit() -> HoldingUnit:
+        # Factories run inside supervisor.run(), after the signal handlers are installed:
+        # a test that signals once it sees this file cannot hit the default handler.
+        (out_dir / "started").write_text("yes")
+        return HoldingUnit("beta", out_dir / "beta.flushed")
+
     supervisor = Supervisor(
-        {
-            "alpha": lambda: HoldingUnit("alpha", out_dir / "alpha.flushed"),
-            "beta": lambda: HoldingUnit("beta", out_dir / "beta.flushed"),
-        },
+        {"alpha": lambda: HoldingUnit("alpha", out_dir / "alpha.flushed"), "beta": last_unit},
         shutdown_timeout=5.0,
     )
-    (out_dir / "started").write_text("yes")
     return run_until_signalled(supervisor)
 
 
