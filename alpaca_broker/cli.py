@@ -8,6 +8,7 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producers.main:main", "run the producer process (price and order streams)"),
     "simulate": ("simulator.cli:main", "run the local Alpaca simulator"),
+    "bench": ("alpaca_broker.bench:main", "measure end-to-end throughput and latency"),
     "health": ("alpaca_broker.health:main", "report health; exit 0 when healthy, 1 when not"),
     "tail": (
         "alpaca_broker.tail:main",

@@ -37,13 +37,14 @@ def server_binary() -> str:
 class RedisServer:
     """One redis-server process on a free loopback port, data in ``directory``.
 
-    AOF is on with ``appendfsync always`` so that a kill and restart keeps every write,
-    as the production configuration promises for the broker.
+    AOF is on (``appendfsync always`` by default, so that a kill and restart keeps every
+    write; ``everysec`` is the production setting) and nothing is ever evicted.
     """
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, fsync: str = "always") -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.fsync = fsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +60,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "yes",
-            "--appendfsync", "always",
+            "--appendfsync", self.fsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         log = (self.directory / "server.log").open("ab")

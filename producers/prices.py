@@ -66,7 +66,8 @@ def price_units(settings: Settings, app: Celery) -> dict[str, UnitFactory]:
     sender = TaskSender(app)
 
     def send(batch: list[PriceItem]) -> None:
-        sender.send(PRICES_BATCH_TASK, [[[ns, to_wire(msg)] for ns, msg in batch]])
+        items = [[ns, to_wire(msg)] for ns, msg in batch]
+        sender.send(PRICES_BATCH_TASK, [items], argsrepr=f"[{len(items)} events]")
 
     policy = BatchPolicy(settings.price_batch_size, settings.price_batch_ms / 1000)
     return {

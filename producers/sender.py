@@ -26,8 +26,12 @@ class TaskSender:
         self._app = app
         self._acquired: Any = None
 
-    def send(self, task_name: str, args: list[Any]) -> None:
-        """Publish one task message (JSON); raises the broker's error when it cannot."""
+    def send(self, task_name: str, args: list[Any], argsrepr: str | None = None) -> None:
+        """Publish one task message (JSON); raises the broker's error when it cannot.
+
+        ``argsrepr`` is what Flower and the logs show for the arguments (default: Celery's
+        repr of them, which for a batch of hundreds of events costs more than it tells).
+        """
         if self._acquired is None:
             self._acquired = self._app.producer_pool.acquire(block=True)
         try:
@@ -37,6 +41,7 @@ class TaskSender:
                 producer=self._acquired,
                 retry=True,
                 retry_policy=SEND_RETRY_POLICY,
+                argsrepr=argsrepr,
             )
         except Exception:
             self.close()  # the next send starts on a fresh connection

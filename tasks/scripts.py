@@ -27,8 +27,9 @@ def load_script(name: str) -> LuaScript:
     return LuaScript(name=name, source=source, sha=sha)
 
 
-LATEST: Final = load_script("latest.lua")
-"""Compare-and-set of ``P:latest:{SYMBOL}`` fields by ``ts_ns`` (then receive time)."""
+PRICES: Final = load_script("prices.lua")
+"""One price batch: compare-and-set of ``P:latest:{SYMBOL}`` fields by ``ts_ns`` (then
+receive time), then a PUBLISH of every event."""
 
 ORDER: Final = load_script("order.lua")
 """Exactly-once publication of one order event and its order-hash update."""

@@ -1,7 +1,7 @@
 -- Exact comparison of non-negative decimal integers given as digit strings.
 -- Nanosecond epochs (~1.8e18) do not fit a Lua number (a double, exact to 2^53), so the
 -- digits are compared by length and then in chunks of 15, each of which fits exactly.
--- Prepended to latest.lua and order.lua when they are loaded (tasks/scripts.py).
+-- Prepended to prices.lua and order.lua when they are loaded (tasks/scripts.py).
 local function compare_digits(a, b)
   if #a ~= #b then
     if #a < #b then return -1 end

@@ -1,0 +1,145 @@
+"""Measuring a running pipeline from outside: channel listeners and process samplers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import redis
+
+from tasks.timestamps import parse_rfc3339
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values, nearest rank; NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+@dataclass
+class ChannelProbe:
+    """Subscribes to a channel pattern and records each event's latency from ``received_at``.
+
+    Latencies are kept only inside the measuring window (``start``/``stop``); ``count``
+    counts every event ever seen.
+    """
+
+    url: str
+    pattern: str
+    sample: int = 1
+    count: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    window: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    _window_count: list[int] = field(default_factory=lambda: [0, 0])
+    _measuring: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _client: Any = None
+
+    def start(self) -> ChannelProbe:
+        self._client = redis.Redis.from_url(self.url)  # must outlive the pubsub connection
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(self.pattern)
+        pubsub.get_message(timeout=1.0)  # the subscribe confirmation
+        self._thread = threading.Thread(target=self._listen, args=(pubsub,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _listen(self, pubsub: Any) -> None:
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            if message is None:
+                continue
+            now = time.time_ns()
+            self.count += 1
+            # Timing one event in `sample` keeps the probe's own CPU small on a 2-core box.
+            if self._measuring and self.count % self.sample == 0:
+                event = json.loads(message["data"])
+                received = parse_rfc3339(event["received_at"])
+                self.latencies_ms.append((now - received) / 1e6)
+
+    def measure(self, on: bool) -> None:
+        """Open (True) or close (False) the measuring window."""
+        self.window[0 if on else 1] = time.monotonic()
+        self._window_count[0 if on else 1] = self.count
+        self._measuring = on
+        if on:
+            self.latencies_ms.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+
+    def summary(self) -> dict[str, float]:
+        """Events per second and latency percentiles of the measuring window."""
+        values = sorted(self.latencies_ms)
+        seconds = max(1e-9, self.window[1] - self.window[0])
+        events = self._window_count[1] - self._window_count[0]
+        return {
+            "events": events,
+            "events_per_s": events / seconds,
+            "timed": len(values),
+            "p50_ms": percentile(values, 0.50),
+            "p95_ms": percentile(values, 0.95),
+            "p99_ms": percentile(values, 0.99),
+            "max_ms": values[-1] if values else float("nan"),
+        }
+
+
+class ProcessSampler:
+    """CPU seconds and peak RSS of process trees (pids and their children), by role."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self._roles = roles
+        self._cpu0: dict[str, float] = {}
+        self.peak_rss: dict[str, int] = dict.fromkeys(roles, 0)
+        self._t0 = 0.0
+
+    def _tree(self, pids: list[int]) -> list[psutil.Process]:
+        found: list[psutil.Process] = []
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                found += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def _cpu(self, pid: list[int]) -> float:
+        total = 0.0
+        for proc in self._tree(pid):
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def begin(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = {role: self._cpu(pid) for role, pid in self._roles.items()}
+
+    def sample_rss(self) -> None:
+        for role, pid in self._roles.items():
+            rss = 0
+            for proc in self._tree(pid):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    rss += proc.memory_info().rss
+            self.peak_rss[role] = max(self.peak_rss[role], rss)
+
+    def cpu_percent(self) -> dict[str, float]:
+        """Average CPU use (% of one core) of each role since :meth:`begin`."""
+        elapsed = max(1e-9, time.monotonic() - self._t0)
+        return {
+            role: 100 * (self._cpu(pid) - self._cpu0[role]) / elapsed
+            for role, pid in self._roles.items()
+        }
