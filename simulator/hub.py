@@ -1,0 +1,207 @@
+"""The live side of the simulator: sessions, connection slots, fan-out and one-shot faults.
+
+Runs on the server's event loop only; ``simulator.api`` marshals calls from other threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from websockets.exceptions import ConnectionClosed
+
+from simulator import codec
+from simulator.codec import Frame, Message, WireFormat
+from simulator.config import SimulatorConfig
+from simulator.faults import Faults
+from simulator.stats import Stats
+
+if TYPE_CHECKING:
+    from simulator.datastream import DataSession
+    from simulator.tradingstream import TradingSession
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """Registry of live sessions and the operations that reach them."""
+
+    def __init__(self, config: SimulatorConfig, faults: Faults) -> None:
+        self.config = config
+        self.faults = faults
+        self.stats = Stats()
+        self.denied_feeds: set[str] = set(config.denied_feeds)
+        self.data: set[DataSession] = set()
+        self.trading: set[TradingSession] = set()
+        # (key, feed) -> the session holding the one allowed connection, or the monotonic
+        # time a half-dead connection's slot is reaped.
+        self._slots: dict[tuple[str, str], DataSession | float] = {}
+        self.subscribed = asyncio.Event()  # set whenever a data session has a subscription
+
+    # --- connection slots (406) -------------------------------------------------------
+
+    def claim_slot(self, key: str, feed: str, session: DataSession) -> bool:
+        """Take the one connection per key and endpoint; False while another holds it."""
+        holder = self._slots.get((key, feed))
+        if isinstance(holder, float) and holder <= time.monotonic():
+            holder = None
+        if holder is not None and holder is not session:
+            return False
+        self._slots[(key, feed)] = session
+        return True
+
+    def release_slot(self, session: DataSession, *, clean: bool) -> None:
+        """Free ``session``'s slot; one lost without a close frame is held for the reap window."""
+        if session.key is None or self._slots.get((session.key, session.feed)) is not session:
+            return
+        if clean or self.config.reap_seconds <= 0:
+            del self._slots[(session.key, session.feed)]
+        else:
+            self._slots[(session.key, session.feed)] = time.monotonic() + self.config.reap_seconds
+
+    def hold_slot(self, key: str, feed: str, seconds: float) -> None:
+        """Make ``key``'s slot on ``feed`` look held by a half-dead connection for ``seconds``."""
+        self._slots[(key, feed)] = time.monotonic() + seconds
+
+    # --- fan-out ------------------------------------------------------------------------
+
+    def ready_data(self, feed: str | None = None) -> list[DataSession]:
+        """Authenticated, subscribed, writable data sessions (on ``feed`` when given)."""
+        return [s for s in self.data if s.ready and (feed is None or s.feed == feed)]
+
+    def deliver(self, sessions: Iterable[DataSession], msgs: Sequence[Message]) -> int:
+        """Send ``msgs`` to each session as one frame, keeping only what it subscribed to.
+        Returns the number of messages queued; a full queue makes that session a slow client."""
+        shared: dict[WireFormat, Frame] = {}
+        sent = 0
+        for session in sessions:
+            wanted = [m for m in msgs if session.subs.wants(m.get("T"), m.get("S"))]
+            if not wanted:
+                continue
+            if len(wanted) == len(msgs):
+                frame = shared.get(session.fmt) or shared.setdefault(
+                    session.fmt, codec.encode(msgs, session.fmt)
+                )
+            else:
+                frame = codec.encode(wanted, session.fmt)
+            if session.outbound.offer(frame):
+                sent += len(wanted)
+                self.stats.market_frames += 1
+        self.stats.market_messages += sent
+        return sent
+
+    async def deliver_waiting(self, sessions: Iterable[DataSession], msgs: list[Message]) -> int:
+        """Like ``deliver`` but waits for room in each queue (``--rate max`` backpressure)."""
+        frame_by_fmt: dict[WireFormat, Frame] = {}
+        sent = 0
+        for session in sessions:
+            wanted = [m for m in msgs if session.subs.wants(m.get("T"), m.get("S"))]
+            if not wanted:
+                continue
+            if len(wanted) == len(msgs):
+                frame = frame_by_fmt.get(session.fmt) or frame_by_fmt.setdefault(
+                    session.fmt, codec.encode(msgs, session.fmt)
+                )
+            else:
+                frame = codec.encode(wanted, session.fmt)
+            if await session.outbound.put(frame):
+                sent += len(wanted)
+                self.stats.market_frames += 1
+        self.stats.market_messages += sent
+        return sent
+
+    def push_market(self, msgs: list[Message], feed: str | None, force: bool) -> int:
+        """Scripted market messages: to subscribers, or to every authenticated session if
+        ``force`` (for messages no subscription matches, such as malformed ones)."""
+        if not force:
+            return self.deliver(self.ready_data(feed), msgs)
+        targets = [s for s in self.data if s.authenticated and (feed is None or s.feed == feed)]
+        for session in targets:
+            session.outbound.offer(codec.encode(msgs, session.fmt))
+        return len(targets) * len(msgs)
+
+    def push_raw(self, payload: Frame, stream: str, feed: str | None) -> int:
+        """Write ``payload`` unchanged to every authenticated session of ``stream``."""
+        sessions: Iterable[DataSession | TradingSession]
+        if stream == "data":
+            sessions = [s for s in self.data if feed is None or s.feed == feed]
+        else:
+            sessions = self.trading
+        reached = 0
+        for session in sessions:
+            if session.authenticated and session.outbound.offer(payload):
+                reached += 1
+        return reached
+
+    def publish_trading(self, envelope: dict[str, Any]) -> int:
+        """Send a ``trade_updates`` envelope to every session listening to the stream."""
+        reached = 0
+        for session in self.trading:
+            if session.listens("trade_updates") and session.send(envelope):
+                reached += 1
+        self.stats.trade_updates += reached
+        return reached
+
+    # --- one-shot faults ---------------------------------------------------------------
+
+    def _sessions(self, stream: str) -> list[DataSession | TradingSession]:
+        if stream not in ("data", "trading"):
+            raise ValueError(f"stream must be 'data' or 'trading', not {stream!r}")
+        return list(self.data if stream == "data" else self.trading)
+
+    def drop(self, stream: str) -> int:
+        """Cut every connection of ``stream`` without a close frame (TCP abort)."""
+        sessions = self._sessions(stream)
+        for session in sessions:
+            session.outbound.abort()
+        self.stats.dropped += len(sessions)
+        return len(sessions)
+
+    async def close(self, stream: str, code: int, reason: str) -> int:
+        """Close every connection of ``stream`` with ``code`` and ``reason``."""
+        sessions = self._sessions(stream)
+        for session in sessions:
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(session.ws.close(code, reason), 2.0)
+        return len(sessions)
+
+    def silence(self, stream: str) -> int:
+        """Stop writing to the current connections of ``stream``; they stay open and keep
+        answering pings (a connected-but-silent socket). New connections are unaffected."""
+        sessions = self._sessions(stream)
+        for session in sessions:
+            session.outbound.silent = True
+        return len(sessions)
+
+    def send_error(self, code: int, feed: str | None) -> int:
+        """Send the data-stream error ``code`` (e.g. 500) to every data session."""
+        frames = 0
+        for session in self.data:
+            if feed is None or session.feed == feed:
+                frames += session.send_control(codec.error(code))
+        return frames
+
+    async def trading_error(self, message: str = "internal server error") -> int:
+        """The trading stream's in-stream error, then close 1011, on every session."""
+        sessions = list(self.trading)
+        for session in sessions:
+            session.outbound.offer(
+                codec.encode({"action": "error", "data": {"error_message": message}}, session.fmt),
+                control=True,
+            )
+        await asyncio.sleep(0.05)  # let the writers flush the error before the close
+        return await self.close("trading", 1011, message) if sessions else 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Stats plus the live sessions and their subscriptions."""
+        state = self.stats.snapshot()
+        state["sessions"] = {"data": len(self.data), "trading": len(self.trading)}
+        state["subscriptions"] = [
+            {"feed": s.feed, **s.subs.snapshot()} for s in self.data if s.authenticated
+        ]
+        state["listening"] = sum(1 for s in self.trading if s.listens("trade_updates"))
+        return state

@@ -1,0 +1,181 @@
+"""The simulator's server: one port, routed by path.
+
+* ``/v2/iex``, ``/v2/sip``, ``/v2/test``, ``/v2/delayed_sip``: market data stream v2
+* ``/stream``: the trading stream
+* any other ``/v2/...`` plain HTTP GET: the REST endpoints (``simulator.rest``)
+
+WebSocket upgrades and plain HTTP share the port: websockets' ``process_request`` answers
+a request without an ``Upgrade`` header itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from simulator import faults as faults_mod
+from simulator import rest
+from simulator.config import DATA_FEEDS, SimulatorConfig
+from simulator.datastream import DataSession
+from simulator.emitter import MarketEmitter
+from simulator.faults import Faults, PeriodicFault
+from simulator.hub import Hub
+from simulator.orderbook import OrderBook
+from simulator.orderflow import OrderFlow
+from simulator.replay import Replayer
+from simulator.tradingstream import TradingSession
+
+log = logging.getLogger(__name__)
+DATA_PATHS = {f"/v2/{feed}": feed for feed in DATA_FEEDS}
+TRADING_PATH = "/stream"
+
+
+def _json_response(status: int, body: Any) -> Response:
+    payload = json.dumps(body).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(payload))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, http.HTTPStatus(status).phrase, headers, payload)
+
+
+class SimulatorServer:
+    """Everything one simulator runs, on the current event loop."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.faults = Faults()
+        self.hub = Hub(config, self.faults)
+        self.emitter = MarketEmitter(self.hub, config)
+        self.book = OrderBook(price_of=self.emitter.price_of)
+        self.order_flow = OrderFlow(
+            self.book,
+            config.symbols,
+            config.order_rate,
+            seed=config.seed,
+            step_seconds=config.order_steps,
+        )
+        self.replayer = (
+            Replayer(self.hub, self.book, config.replay, config.replay_speed)
+            if config.replay is not None
+            else None
+        )
+        self.periodic: list[PeriodicFault] = []
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when configured with 0)."""
+        assert self._server is not None, "not started"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Bind and start serving, the market, the order flow, replay and periodic faults."""
+        loop = asyncio.get_running_loop()
+
+        def forward(envelope: dict[str, Any]) -> None:
+            # The book is driven from any thread; its events are sent from the loop.
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
+                loop.call_soon_threadsafe(self.hub.publish_trading, envelope)
+
+        self.book.add_listener(forward)
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            compression="deflate" if self.config.compression else None,
+            ping_interval=20,
+            ping_timeout=60,
+            write_limit=2**18,
+            logger=logging.getLogger("simulator.websockets"),
+        )
+        jobs: list[Coroutine[Any, Any, None]] = [self.emitter.run(), self.order_flow.run()]
+        if self.replayer is not None:
+            jobs.append(self.replayer.run())
+        jobs += [self._periodic(fault) for fault in self.periodic]
+        self._tasks = [loop.create_task(job) for job in jobs]
+        log.info("simulator listening on %s:%d", self.config.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop every task and close every connection."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        target = request.path
+        path = urlsplit(target).path
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            if not path.startswith("/v2/"):
+                return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+            self.hub.stats.connections["rest"] += 1
+            status, body = rest.handle(
+                getattr(request, "method", "GET"),
+                target,
+                request.headers,
+                self.book,
+                self.config.credentials,
+            )
+            return _json_response(status, body)
+        stream = "trading" if path == TRADING_PATH else "data" if path in DATA_PATHS else None
+        if stream is None:
+            return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+        status_code = self.faults.take_upgrade_rejection(stream)
+        if status_code is not None:
+            self.hub.stats.upgrades_rejected[stream] += 1
+            return conn.respond(status_code, f"{http.HTTPStatus(status_code).phrase}\n")
+        return None
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        assert conn.request is not None
+        path = urlsplit(conn.request.path).path
+        if path == TRADING_PATH:
+            await TradingSession(conn, self.hub).run()
+        else:
+            await DataSession(conn, DATA_PATHS[path], self.hub).run()
+
+    async def _periodic(self, fault: PeriodicFault) -> None:
+        kinds = list(faults_mod.MALFORMED)
+        turn = 0
+        while True:
+            await asyncio.sleep(fault.every)
+            log.info("injecting fault %s", fault.kind)
+            if fault.kind == "drop":
+                self.hub.drop("data")
+                self.hub.drop("trading")
+            elif fault.kind == "close":
+                await self.hub.close("data", 1011, "internal error")
+            elif fault.kind == "silence":
+                self.hub.silence("data")
+            elif fault.kind == "malformed":
+                self.hub.push_raw(faults_mod.MALFORMED[kinds[turn % len(kinds)]], "data", None)
+                turn += 1
+            elif fault.kind == "error":
+                self.hub.send_error(500, None)
+            elif fault.kind == "trading-outage":
+                self.faults.reject_upgrades("trading", 503, None)
+                self.hub.drop("trading")
+                await asyncio.sleep(min(fault.every / 2, 10.0))
+                self.faults.clear_upgrade_rejections("trading")

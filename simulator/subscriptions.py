@@ -1,0 +1,113 @@
+"""One data-stream session's subscription set: union on subscribe, difference on unsubscribe."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from simulator.messages import CHANNEL_OF
+
+#: Stock channels in the order the ``subscription`` reply lists them.
+STOCK_CHANNELS: Sequence[str] = (
+    "trades",
+    "quotes",
+    "bars",
+    "updatedBars",
+    "dailyBars",
+    "statuses",
+    "lulds",
+)
+#: Channels only the test stream (``/v2/test``) serves; its reply lists just these.
+TEST_CHANNELS: Sequence[str] = ("trades", "quotes", "bars")
+#: Channels that exist on other Alpaca streams: asking for them here is a 410.
+FOREIGN_CHANNELS = frozenset({"orderbooks", "news", "imbalances"})
+IMPLIED = ("corrections", "cancelErrors")  # mirror ``trades``
+
+_SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9.\-/]{0,20})$")
+
+
+class SubscriptionError(Exception):
+    """A subscribe/unsubscribe the server refuses, with its data-stream error code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Subscriptions:
+    """Ordered symbol sets per channel; ``*`` subscribes a channel to every symbol."""
+
+    def __init__(self, *, test_feed: bool = False, symbol_limit: int | None = None) -> None:
+        self.channels: Sequence[str] = TEST_CHANNELS if test_feed else STOCK_CHANNELS
+        self._symbol_limit = symbol_limit
+        self._sets: dict[str, dict[str, None]] = {ch: {} for ch in self.channels}
+
+    def apply(self, action: str, request: Mapping[str, Any]) -> None:
+        """Apply a ``subscribe`` (union) or ``unsubscribe`` (difference) request.
+
+        Validates everything first, so a refused request leaves the sets unchanged.
+        Raises SubscriptionError with 400 (malformed), 410 (channel not on this stream)
+        or 405 (over the symbol limit).
+        """
+        if action not in ("subscribe", "unsubscribe"):
+            raise SubscriptionError(400)
+        changes: dict[str, list[str]] = {}
+        for key, value in request.items():
+            if key == "action":
+                continue
+            if (
+                key in IMPLIED
+                or key in FOREIGN_CHANNELS
+                or (key in STOCK_CHANNELS and key not in self.channels)
+            ):
+                raise SubscriptionError(410)
+            if key not in self.channels:
+                raise SubscriptionError(400)
+            if not isinstance(value, list) or not all(
+                isinstance(s, str) and _SYMBOL.match(s) for s in value
+            ):
+                raise SubscriptionError(400)
+            changes[key] = value
+        updated = {ch: dict(symbols) for ch, symbols in self._sets.items()}
+        for channel, symbols in changes.items():
+            for symbol in symbols:
+                if action == "subscribe":
+                    updated[channel][symbol] = None
+                else:
+                    updated[channel].pop(symbol, None)
+        if self._symbol_limit is not None and action == "subscribe":
+            counted = {s for ch in ("trades", "quotes") for s in updated.get(ch, {}) if s != "*"}
+            if len(counted) > self._symbol_limit:
+                raise SubscriptionError(405)
+        self._sets = updated
+
+    def reply(self) -> dict[str, Any]:
+        """The full ``subscription`` message listing every channel of this stream."""
+        message: dict[str, Any] = {"T": "subscription"}
+        for channel in self.channels:
+            message[channel] = list(self._sets[channel])
+        if self.channels is STOCK_CHANNELS:
+            for implied in IMPLIED:
+                message[implied] = list(self._sets["trades"])
+        return message
+
+    def wants(self, msg_type: Any, symbol: Any) -> bool:
+        """Whether a message of type ``msg_type`` for ``symbol`` goes to this session."""
+        channel = CHANNEL_OF.get(msg_type)
+        if channel is None or channel not in self._sets:
+            return False
+        symbols = self._sets[channel]
+        return "*" in symbols or symbol in symbols
+
+    def symbols(self, channel: str) -> list[str]:
+        """The symbols (possibly ``*``) subscribed on ``channel``."""
+        return list(self._sets.get(channel, {}))
+
+    def snapshot(self) -> dict[str, list[str]]:
+        """A copy of every non-empty channel's symbols."""
+        return {ch: list(symbols) for ch, symbols in self._sets.items() if symbols}
+
+    def is_empty(self) -> bool:
+        """True while nothing is subscribed."""
+        return not any(self._sets.values())

@@ -1,0 +1,229 @@
+"""The market data stream, driven by the real alpaca-py StockDataStream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from alpaca.data.live.stock import StockDataStream
+from alpaca.data.models import Bar, Quote, Trade, TradeCancel, TradeCorrection, TradingStatus
+
+from simulator import Simulator, messages
+from simulator.clock import now_ns
+from tests.harness.wait import wait_until
+from tests.simulator.conftest import Running, collector
+
+NS = 1_732_459_800_123_456_789  # 2024-11-24T14:50:00.123456789Z
+
+
+def one_of_each(symbol: str = "AAPL") -> list[dict[str, Any]]:
+    return [
+        messages.trade(symbol, NS, trade_id=7, price=187.25, size=100, exchange="V"),
+        messages.quote(symbol, NS + 1, bid_price=187.2, bid_size=3, ask_price=187.3, ask_size=5),
+        messages.bar(
+            "b",
+            symbol,
+            NS - NS % 60_000_000_000,
+            open_=187.0,
+            high=187.5,
+            low=186.9,
+            close=187.25,
+            volume=1200,
+            trade_count=12,
+            vwap=187.21,
+        ),
+        messages.bar(
+            "u",
+            symbol,
+            NS - NS % 60_000_000_000,
+            open_=187.0,
+            high=187.5,
+            low=186.9,
+            close=187.3,
+            volume=1300,
+            trade_count=13,
+            vwap=187.22,
+        ),
+        messages.bar(
+            "d",
+            symbol,
+            NS - NS % 86_400_000_000_000,
+            open_=185.0,
+            high=188.0,
+            low=184.0,
+            close=187.3,
+            volume=99000,
+            trade_count=900,
+            vwap=186.5,
+        ),
+        messages.status(
+            symbol,
+            NS + 2,
+            status_code="H",
+            status_message="Trading Halt",
+            reason_code="T12",
+            reason_message="Trading Halted",
+        ),
+        messages.correction(
+            symbol,
+            NS + 3,
+            exchange="V",
+            original=(7, 187.25, 100, ["@"]),
+            corrected=(8, 187.26, 100, ["@"]),
+        ),
+        messages.cancel_error(symbol, NS + 4, trade_id=8, exchange="V", price=187.26, size=100),
+        messages.luld(symbol, NS + 5, limit_up=196.6, limit_down=177.9, indicator="B"),
+    ]
+
+
+def subscribe_everything(stream: StockDataStream, handler, symbol: str = "AAPL") -> None:
+    stream.subscribe_trades(handler, symbol)
+    stream.subscribe_quotes(handler, symbol)
+    stream.subscribe_bars(handler, symbol)
+    stream.subscribe_updated_bars(handler, symbol)
+    stream.subscribe_daily_bars(handler, symbol)
+    stream.subscribe_trading_statuses(handler, symbol)
+    stream.register_trade_corrections(handler)
+    stream.register_trade_cancels(handler)
+    stream._handlers["lulds"][symbol] = handler  # 0.44 has no subscribe_lulds
+
+
+def test_every_stock_message_type_parses_into_alpaca_py_models(sim: Simulator) -> None:
+    received, handler = collector()
+    stream = StockDataStream("key", "secret", url_override=sim.data_url)
+    subscribe_everything(stream, handler)
+    with Running(stream, sim, "data"):
+        wait_until(sim.subscriptions, message="subscribed")
+        assert sim.push_market(one_of_each()) == 9
+        wait_until(lambda: len(received) == 9, message="nine messages")
+    trade, quote, bar, updated, daily, status, correction, cancel, luld = received
+    assert isinstance(trade, Trade)
+    assert trade.price == 187.25
+    assert trade.size == 100
+    assert trade.timestamp.microsecond == 123456  # alpaca-py keeps microseconds
+    assert isinstance(quote, Quote)
+    assert quote.ask_price == 187.3
+    assert all(isinstance(b, Bar) for b in (bar, updated, daily))
+    assert (bar.trade_count, bar.vwap, updated.volume) == (12, 187.21, 1300)
+    assert isinstance(status, TradingStatus)
+    assert status.status_code == "H"
+    assert isinstance(correction, TradeCorrection)
+    assert correction.corrected_id == 8
+    assert isinstance(cancel, TradeCancel)
+    assert cancel.action == "C"
+    assert luld["T"] == "l"
+    assert luld["u"] == 196.6
+
+
+def test_raw_data_mode_gets_t_first_and_nanosecond_msgpack_timestamps(sim: Simulator) -> None:
+    received, handler = collector()
+    stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+    subscribe_everything(stream, handler)
+    with Running(stream, sim, "data"):
+        wait_until(sim.subscriptions, message="subscribed")
+        sim.push_market(one_of_each())
+        wait_until(lambda: len(received) == 9, message="nine messages")
+    assert [m["T"] for m in received] == list("tqbudscxl")
+    assert all(next(iter(m)) == "T" for m in received)
+    assert all(isinstance(m["t"], msgpack.Timestamp) for m in received)
+    assert received[0]["t"].to_unix_nano() == NS
+    assert all("n" in m and "vw" in m for m in received[2:5])
+
+
+def test_only_subscribed_symbols_arrive_and_corrections_ride_on_trades(sim: Simulator) -> None:
+    received, handler = collector()
+    stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+    stream.subscribe_quotes(handler, "MSFT")
+    stream.register_trade_corrections(handler)
+    stream.register_trade_cancels(handler)
+    with Running(stream, sim, "data"):
+        wait_until(sim.subscriptions, message="subscribed")
+        assert sim.push_market(one_of_each("AAPL")) == 0  # nothing for AAPL
+        sim.push_market(one_of_each("MSFT"))
+        wait_until(lambda: received, message="the MSFT quote")
+        assert [m["T"] for m in received] == ["q"]  # c/x need a trades subscription
+        stream.subscribe_trades(handler, "MSFT")
+        wait_until(lambda: sim.subscriptions()[0].get("trades") == ["MSFT"], message="trades")
+        sim.push_market(one_of_each("MSFT"))
+        wait_until(lambda: len(received) == 5, message="q, t, q, c, x")
+    assert [m["T"] for m in received] == ["q", "t", "q", "c", "x"]
+
+
+def test_subscribe_while_running_is_a_union_and_unsubscribe_a_difference(
+    sim: Simulator,
+) -> None:
+    _, handler = collector()
+    stream = StockDataStream("key", "secret", url_override=sim.data_url)
+    stream.subscribe_quotes(handler, "AAPL")
+    with Running(stream, sim, "data"):
+        wait_until(lambda: sim.subscriptions() == [{"quotes": ["AAPL"]}], message="AAPL")
+        stream.subscribe_quotes(handler, "MSFT", "SPY")
+        wait_until(
+            lambda: sim.subscriptions() == [{"quotes": ["AAPL", "MSFT", "SPY"]}], message="union"
+        )
+        stream.unsubscribe_quotes("MSFT")
+        wait_until(
+            lambda: sim.subscriptions() == [{"quotes": ["AAPL", "SPY"]}], message="difference"
+        )
+
+
+def test_synthetic_market_trades_print_inside_quotes_and_bars_aggregate_them() -> None:
+    received, handler = collector()
+    with Simulator(synthetic=True, rate=3000, clock_speed=60, seed=3) as sim:
+        stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+        stream.subscribe_trades(handler, "AAPL")
+        stream.subscribe_quotes(handler, "AAPL")
+        stream.subscribe_bars(handler, "AAPL")
+        with Running(stream, sim, "data"):
+            wait_until(
+                lambda: sum(m["T"] == "b" for m in received) >= 2,
+                timeout=15,
+                message="two minute bars",
+            )
+    last_quote = None
+    for message in received:
+        if message["T"] == "q":
+            last_quote = message
+        elif message["T"] == "t" and last_quote is not None:
+            assert last_quote["bp"] <= message["p"] <= last_quote["ap"]
+    bar = [m for m in received if m["T"] == "b"][1]  # the first minute may predate us
+    start = bar["t"].to_unix_nano()
+    trades = [
+        m
+        for m in received
+        if m["T"] == "t" and start <= m["t"].to_unix_nano() < start + 60_000_000_000
+    ]
+    prices = [t["p"] for t in trades]
+    assert (bar["o"], bar["c"]) == (prices[0], prices[-1])
+    assert (bar["h"], bar["l"]) == (max(prices), min(prices))
+    assert (bar["v"], bar["n"]) == (sum(t["s"] for t in trades), len(trades))
+    vwap = sum(t["p"] * t["s"] for t in trades) / bar["v"]
+    assert abs(bar["vw"] - vwap) < 1e-5
+
+
+def test_star_subscription_gets_the_default_universe(sim: Simulator) -> None:
+    received, handler = collector()
+    sim.set_market_rate(2000)
+    sim.set_market(True)
+    stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+    stream.subscribe_quotes(handler, "*")
+    with Running(stream, sim, "data"):
+        wait_until(lambda: len({m["S"] for m in received}) == 10, message="ten symbols")
+    assert {m["S"] for m in received} == set(sim.config.symbols)
+
+
+def test_pushed_messages_go_out_in_one_frame_per_push(sim: Simulator) -> None:
+    received, handler = collector()
+    stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+    stream.subscribe_trades(handler, "AAPL")
+    with Running(stream, sim, "data"):
+        wait_until(sim.subscriptions, message="subscribed")
+        batch = [
+            messages.trade("AAPL", now_ns() + i, trade_id=i, price=100.0 + i, size=1)
+            for i in range(1, 251)
+        ]
+        sim.push_market(batch)
+        wait_until(lambda: len(received) == 250, message="250 trades")
+        stats = sim.stats()
+    assert [m["i"] for m in received] == list(range(1, 251))
+    assert (stats["market_frames"], stats["market_messages"]) == (1, 250)
