@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 from urllib.parse import urlsplit
 
@@ -118,6 +119,7 @@ class Settings(BaseSettings):
     connection_limit_wait: float = Field(
         90.0, validation_alias=_env("ALPACA_CONNECTION_LIMIT_WAIT"), ge=0
     )
+    record_file: Path | None = Field(None, validation_alias=_env("ALPACA_RECORD_FILE"))
     health_interval: float = Field(5.0, validation_alias=_env("HEALTH_INTERVAL"), gt=0)
     reconcile_interval: float = Field(60.0, validation_alias=_env("RECONCILE_INTERVAL"), gt=0)
     orders_stream_maxlen: int = Field(

@@ -13,6 +13,7 @@ from alpaca.trading.stream import TradingStream
 from celery_app.settings import Settings
 from producers.malformed import MalformedLog
 from producers.status import StreamStatus
+from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
         settings: Settings,
         status: StreamStatus,
         handler: Callable[[dict[str, Any]], Awaitable[None]],
+        recorder: RecordingWriter | None = None,
     ) -> None:
         key, secret = settings.credentials()
         super().__init__(
@@ -43,6 +45,7 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
         self._handler = handler
         self._trade_updates_handler = handler  # makes _start_ws send `listen`
         self._malformed = MalformedLog(status)
+        self._recorder = recorder
 
     async def open(self) -> None:
         await self._start_ws()
@@ -52,6 +55,8 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
         while True:
             frame = await ws.recv()
             self.received_ns = time.time_ns()
+            if self._recorder is not None:
+                self._recorder.write("trading", frame, self.received_ns)
             try:
                 msg = json.loads(frame)
             except ValueError:

@@ -19,6 +19,7 @@ from producers.sender import TaskSender
 from producers.status import StreamStatus
 from producers.stream_unit import StreamUnit
 from producers.supervisor import UnitFactory
+from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,17 @@ class OrderStream(StreamUnit):
         status: StreamStatus,
         buffer: EventBuffer[OrderItem],
         on_connected: Callable[[], None],
+        recorder: RecordingWriter | None = None,
     ) -> None:
         policy = ReconnectPolicy(Backoff(1.0, 30.0), settings.connection_limit_wait)
         super().__init__("orders", status, policy)
         self._settings = settings
         self._buffer = buffer
         self._connected_hook = on_connected
+        self._recorder = recorder
 
     def make_client(self) -> OrderStreamClient:
-        return OrderStreamClient(self._settings, self._status, self.on_update)
+        return OrderStreamClient(self._settings, self._status, self.on_update, self._recorder)
 
     def on_connected(self) -> None:
         # Alpaca does not replay what happened while the socket was down.
@@ -63,7 +66,9 @@ def order_sender(sender: TaskSender) -> Callable[[list[OrderItem]], None]:
     return send
 
 
-def order_units(settings: Settings, app: Celery) -> dict[str, UnitFactory]:
+def order_units(
+    settings: Settings, app: Celery, recorder: RecordingWriter | None = None
+) -> dict[str, UnitFactory]:
     """The order stream's units, sharing one buffer that never drops."""
     from producers.reconciler import Reconciler
 
@@ -72,7 +77,7 @@ def order_units(settings: Settings, app: Celery) -> dict[str, UnitFactory]:
     reconciler = Reconciler(settings, buffer)
     send = order_sender(TaskSender(app))
     return {
-        "orders": lambda: OrderStream(settings, status, buffer, reconciler.trigger),
+        "orders": lambda: OrderStream(settings, status, buffer, reconciler.trigger, recorder),
         "orders.handoff": lambda: Handoff(
             "orders.handoff", buffer, status, send, BatchPolicy(1, 0)
         ),

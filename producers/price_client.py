@@ -16,6 +16,7 @@ from celery_app.schema import REQUIRED_KEYS
 from celery_app.settings import DataChannel, Settings
 from producers.malformed import MalformedLog
 from producers.status import StreamStatus
+from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
     """StockDataStream whose read loop decodes each frame once, stamps its receive time,
     counts malformed input and dispatches well-formed messages to the registered handlers."""
 
-    def __init__(self, settings: Settings, status: StreamStatus) -> None:
+    def __init__(
+        self, settings: Settings, status: StreamStatus, recorder: RecordingWriter | None = None
+    ) -> None:
         key, secret = settings.credentials()
         super().__init__(
             key,
@@ -51,6 +54,7 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
         self.received_ns = 0
         self._data_timeout = settings.data_timeout or None
         self._malformed = MalformedLog(status)
+        self._recorder = recorder
 
     def register(
         self, channels: tuple[DataChannel, ...], symbols: tuple[str, ...], handler: Any
@@ -83,6 +87,8 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
                     )
                     return data_seen
             self.received_ns = time.time_ns()
+            if self._recorder is not None:
+                self._recorder.write("data", frame, self.received_ns)
             before = status.received
             for msg in self._decode(frame):
                 kind = msg.get("T") if isinstance(msg, dict) else None

@@ -19,6 +19,7 @@ from producers.sender import TaskSender
 from producers.status import StreamStatus
 from producers.stream_unit import StreamUnit
 from producers.supervisor import UnitFactory
+from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,19 @@ class PriceStream(StreamUnit):
     """Holds the StockDataStream; its handler appends to the buffer and returns."""
 
     def __init__(
-        self, settings: Settings, status: StreamStatus, buffer: EventBuffer[PriceItem]
+        self,
+        settings: Settings,
+        status: StreamStatus,
+        buffer: EventBuffer[PriceItem],
+        recorder: RecordingWriter | None = None,
     ) -> None:
         super().__init__("prices", status, _reconnect_policy(settings))
         self._settings = settings
         self._buffer = buffer
+        self._recorder = recorder
 
     def make_client(self) -> PriceStreamClient:
-        client = PriceStreamClient(self._settings, self._status)
+        client = PriceStreamClient(self._settings, self._status, self._recorder)
         client.register(
             self._settings.alpaca_data_channels, self._settings.alpaca_symbols, self.on_message
         )
@@ -59,7 +65,9 @@ def _reconnect_policy(settings: Settings) -> ReconnectPolicy:
     return ReconnectPolicy(Backoff(1.0, 30.0), settings.connection_limit_wait)
 
 
-def price_units(settings: Settings, app: Celery) -> dict[str, UnitFactory]:
+def price_units(
+    settings: Settings, app: Celery, recorder: RecordingWriter | None = None
+) -> dict[str, UnitFactory]:
     """The price stream's units: the read loop and its hand-off, sharing one buffer."""
     status = StreamStatus("prices")
     buffer: EventBuffer[PriceItem] = EventBuffer(status, maxlen=settings.price_buffer_size)
@@ -71,6 +79,6 @@ def price_units(settings: Settings, app: Celery) -> dict[str, UnitFactory]:
 
     policy = BatchPolicy(settings.price_batch_size, settings.price_batch_ms / 1000)
     return {
-        "prices": lambda: PriceStream(settings, status, buffer),
+        "prices": lambda: PriceStream(settings, status, buffer, recorder),
         "prices.handoff": lambda: Handoff("prices.handoff", buffer, status, send, policy),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Mapping
 
 from celery import Celery
@@ -10,8 +11,9 @@ from celery_app.settings import Settings
 from producers.orders import order_units
 from producers.prices import price_units
 from producers.supervisor import UnitFactory
+from simulator.recording import RecordingWriter
 
-StreamBuilder = Callable[[Settings, Celery], Mapping[str, UnitFactory]]
+StreamBuilder = Callable[[Settings, Celery, RecordingWriter | None], Mapping[str, UnitFactory]]
 
 STREAMS: dict[str, StreamBuilder] = {
     "prices": price_units,
@@ -23,7 +25,12 @@ def build_units(settings: Settings, streams: tuple[str, ...]) -> dict[str, UnitF
     """The supervised units of the chosen streams, in order."""
     from celery_app import app  # the producer's Celery client, configured from settings
 
+    recorder = None
+    if settings.record_file:
+        meta = {"streams": list(streams), "feed": settings.alpaca_feed}
+        recorder = RecordingWriter(settings.record_file, meta=meta, flush_every=100)
+        atexit.register(recorder.close)  # flush the last frames when the process ends
     units: dict[str, UnitFactory] = {}
     for name in streams:
-        units.update(STREAMS[name](settings, app))
+        units.update(STREAMS[name](settings, app, recorder))
     return units

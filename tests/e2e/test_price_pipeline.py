@@ -207,3 +207,25 @@ def test_rejected_credentials_or_subscription_end_the_producer_with_exit_3(
     stopped = [line for line in producer.log().splitlines() if "prices stopped:" in line]
     assert len(stopped) == 1
     assert text in stopped[0]
+
+
+def test_a_recorded_session_replays_to_the_same_events(
+    tmp_path, redis_url, listener, worker_factory, producer_factory
+) -> None:
+    recording = tmp_path / "session.jsonl"
+    worker_factory(redis_url, queues="prices")
+    with Simulator() as live:
+        producer = producer_factory(
+            redis_url, live, streams="prices", ALPACA_RECORD_FILE=str(recording), **PRICE_ENV
+        )
+        producer.wait_connected("prices")
+        wait_until(lambda: _subscribed(live), 10)
+        live.push_market(_every_type(time.time_ns()))
+        wait_until(lambda: len(listener.drain()) >= 9, 15)
+        assert producer.stop() == 0
+    first = [(e["type"], e["ts_ns"]) for e in listener.drain()]
+    listener.events.clear()
+    with Simulator(replay=recording, replay_speed=None) as replay:
+        producer_factory(redis_url, replay, streams="prices", **PRICE_ENV).wait_connected("prices")
+        wait_until(lambda: len(listener.drain()) >= 9, 15)
+    assert sorted((e["type"], e["ts_ns"]) for e in listener.drain()) == sorted(first)
