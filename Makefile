@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install lint typecheck pytest test clean
+.PHONY: install lint typecheck pytest test demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The whole pipeline on this machine: embedded Redis, simulator, producer, workers, Flower.
+demo: install
+	$(BIN)/alpaca-broker demo
+
+bench: install
+	$(BIN)/alpaca-broker bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -9,6 +9,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producers.main:main", "run the producer process (price and order streams)"),
     "simulate": ("simulator.cli:main", "run the local Alpaca simulator"),
     "bench": ("alpaca_broker.bench:main", "measure end-to-end throughput and latency"),
+    "demo": (
+        "alpaca_broker.demo:main",
+        "run the whole pipeline locally (simulator, Redis, workers, Flower)",
+    ),
     "health": ("alpaca_broker.health:main", "report health; exit 0 when healthy, 1 when not"),
     "tail": (
         "alpaca_broker.tail:main",

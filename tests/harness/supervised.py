@@ -17,6 +17,7 @@ from tests.harness.units import HoldingUnit
 
 def main(out_dir: Path) -> int:
     setup_logging("producer")
+
     def last_unit() -> HoldingUnit:
         # Factories run inside supervisor.run(), after the signal handlers are installed:
         # a test that signals once it sees this file cannot hit the default handler.

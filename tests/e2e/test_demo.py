@@ -1,0 +1,78 @@
+"""`alpaca-broker demo`: it all starts, events reach Redis on both paths, Ctrl-C ends it all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+from celery_app.keys import Keys
+from tests.harness.wait import wait_until
+from tests.harness.workers import REPO, process_env
+
+KEYS = Keys()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_demo_delivers_prices_and_orders_and_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
+    env = process_env("", FLOWER_BASIC_AUTH="demo:demo-pass")
+    del env["REDIS_URL"]  # the demo starts its own embedded Redis
+    out_path = tmp_path / "demo.out"
+    out = out_path.open("w+")
+
+    def text() -> str:
+        return out_path.read_text()
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "alpaca_broker", "demo", "--flower-port", "0", "--interval", "1"],
+        cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "Redis:" in text(), 30, message="demo start-up lines")
+        url = next(line.split()[1] for line in text().splitlines() if line.startswith("Redis:"))
+        client = redis.Redis.from_url(url, decode_responses=True)
+        wait_until(lambda: client.keys(KEYS.latest("*")), 60, message=text())
+        wait_until(lambda: client.xlen(KEYS.orders_events) > 0, 60, message=text())
+        event = json.loads(client.xrange(KEYS.orders_events, count=1)[0][1]["event"])
+        assert event["type"] == "order_update"
+        children = _descendants(demo.pid)
+        ports = {_port(c) for p in children for c in _connections(p) if c.status == "LISTEN"}
+        assert len(children) >= 5
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(40) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    assert "stopping..." in text()
+    listening = {_port(c) for c in psutil.net_connections() if c.status == "LISTEN"}
+    assert ports
+    assert not ports & listening
+
+
+def _port(conn: Any) -> int:
+    return int(conn.laddr.port)
+
+
+def _connections(proc: psutil.Process) -> list[Any]:
+    try:
+        return proc.net_connections(kind="inet")
+    except psutil.Error:
+        return []
+
+
+def test_demo_target_exists_in_the_makefile() -> None:
+    assert "alpaca-broker demo" in (REPO / "Makefile").read_text()
