@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=2, help="price worker processes")
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
-    parser.add_argument("--pool", default="prefork", help="price worker pool: prefork or solo")
+    parser.add_argument(
+        "--pool", default="solo", help="price workers: solo (CONCURRENCY processes) or prefork"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
     args = parser.parse_args(argv)
     rows = []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, serialization
+from kombu.utils import json as kombu_json
 
 from celery_app.errors import RETRYABLE
 from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
@@ -101,9 +103,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def register_compact_json() -> None:
+    """Make kombu's ``json`` serializer write compact JSON (no spaces after , and :).
+
+    Still plain ``application/json``, read by any JSON decoder; a price batch is about a
+    sixth smaller, which every copy of it (Redis, AOF, the worker) pays for.
+    """
+    serialization.register(
+        "json",
+        functools.partial(kombu_json.dumps, separators=(",", ":")),
+        kombu_json.loads,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
+    register_compact_json()
     app = Celery("alpaca_broker", include=list(TASK_MODULES))
     app.conf.update(celery_config(settings))
     return app
