@@ -127,3 +127,9 @@ def get_publisher() -> Publisher:
         _publisher = create_publisher(load_settings())
         _publisher_pid = pid
     return _publisher
+
+
+def reset_publisher() -> None:
+    """Forget this process's publisher; the next task builds one from the settings anew."""
+    global _publisher
+    _publisher = None

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
 from alpaca_broker.redis_server import RedisServer
 from tests.harness.workers import WorkerProcess
@@ -56,6 +57,36 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop(kill=True)
+
+
+@pytest.fixture
+def inproc_worker(redis_url: str) -> Iterator[Celery]:
+    """The real app with its real tasks, consumed by a ``start_worker`` thread (solo pool).
+
+    Fast, and enough where no crash semantics are tested. Yields the app, configured for
+    this test's Redis (broker and publisher both).
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from celery_app import app
+    from celery_app.settings import load_settings
+    from tasks.publisher import reset_publisher
+
+    previous = os.environ.get("REDIS_URL")
+    os.environ["REDIS_URL"] = redis_url  # the tasks' publisher reads the settings
+    load_settings.cache_clear()
+    reset_publisher()
+    app.conf.broker_url = redis_url
+    try:
+        with start_worker(app, pool="solo", queues=["prices", "orders"], perform_ping_check=False):
+            yield app
+    finally:
+        if previous is None:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = previous
+        load_settings.cache_clear()
+        reset_publisher()
 
 
 @pytest.fixture
