@@ -12,6 +12,7 @@ import redis
 from celery_app.keys import Keys
 from simulator import messages as m
 from simulator.api import Simulator
+from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 
 KEYS = Keys()
@@ -75,13 +76,19 @@ def _subscribed(sim: Simulator) -> bool:
     return any(SYMBOL in row.get("trades", []) for row in sim.subscriptions())
 
 
-def test_every_message_type_arrives_once_on_its_channel_and_in_the_latest_hash(
-    sim, redis_url, redis_client, listener, worker_factory, producer_factory
-) -> None:
+@pytest.fixture
+def producer(sim, redis_url, worker_factory, producer_factory) -> ProducerProcess:
+    """A price worker and a price producer, connected and subscribed to the simulator."""
     worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **PRICE_ENV)
-    producer.wait_connected("prices")
+    running: ProducerProcess = producer_factory(redis_url, sim, streams="prices", **PRICE_ENV)
+    running.wait_connected("prices")
     wait_until(lambda: _subscribed(sim), 10)
+    return running
+
+
+def test_every_message_type_arrives_once_on_its_channel_and_in_the_latest_hash(
+    sim, producer, redis_client, listener
+) -> None:
     ts = time.time_ns()
     sim.push_market(_every_type(ts))
     wait_until(lambda: len(listener.drain()) >= 9, 15)
@@ -118,12 +125,8 @@ def test_every_message_type_arrives_once_on_its_channel_and_in_the_latest_hash(
 
 
 def test_an_older_bar_after_a_newer_one_does_not_regress_the_latest_hash(
-    sim, redis_url, redis_client, listener, worker_factory, producer_factory
+    sim, producer, redis_client, listener
 ) -> None:
-    worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **PRICE_ENV)
-    producer.wait_connected("prices")
-    wait_until(lambda: _subscribed(sim), 10)
     ts = time.time_ns()
     newer = m.bar(
         "b", SYMBOL, ts, open_=1, high=2, low=1, close=2, volume=10, trade_count=1, vwap=1.5
@@ -150,12 +153,8 @@ def test_an_older_bar_after_a_newer_one_does_not_regress_the_latest_hash(
 
 
 def test_malformed_frames_are_counted_and_skipped_while_valid_ones_flow(
-    sim, redis_url, listener, worker_factory, producer_factory
+    sim, producer, listener
 ) -> None:
-    worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **PRICE_ENV)
-    producer.wait_connected("prices")
-    wait_until(lambda: _subscribed(sim), 10)
     for kind in ("not_msgpack", "missing_T", "trade_missing_fields"):
         sim.push_malformed(kind)
     sim.push_market([m.trade(SYMBOL, time.time_ns(), trade_id=7, price=1.0, size=1)])
@@ -164,13 +163,7 @@ def test_malformed_frames_are_counted_and_skipped_while_valid_ones_flow(
     assert "skipped malformed input (undecodable frame" in producer.log()
 
 
-def test_dropped_connection_is_reconnected_and_resubscribed(
-    sim, redis_url, listener, worker_factory, producer_factory
-) -> None:
-    worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **PRICE_ENV)
-    producer.wait_connected("prices")
-    wait_until(lambda: _subscribed(sim), 10)
+def test_dropped_connection_is_reconnected_and_resubscribed(sim, producer, listener) -> None:
     sim.drop("data")
     wait_until(lambda: producer.health()["streams"]["prices"]["reconnects"] >= 1, 15)
     producer.wait_connected("prices")
