@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from alpaca_broker.redis_server import RedisServer
 from celery_app.keys import Keys
 from simulator import messages as m
 from simulator.api import Simulator
@@ -222,3 +223,39 @@ def test_a_recorded_session_replays_to_the_same_events(
         producer_factory(redis_url, replay, streams="prices", **PRICE_ENV).wait_connected("prices")
         wait_until(lambda: len(listener.drain()) >= 9, 15)
     assert sorted((e["type"], e["ts_ns"]) for e in listener.drain()) == sorted(first)
+
+
+@pytest.mark.slow
+def test_redis_down_for_ten_seconds_the_producer_keeps_reading_drops_oldest_and_resumes(
+    sim, tmp_path, worker_factory, producer_factory
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        worker_factory(server.url, queues="prices")
+        sim.set_market_rate(2000)
+        sim.set_market(True)
+        producer = producer_factory(
+            server.url, sim, streams="prices", PRICE_BUFFER_SIZE="1000", ALPACA_SYMBOLS="*",
+            ALPACA_DATA_CHANNELS="trades,quotes",
+        )  # fmt: skip
+        producer.wait_connected("prices")
+        before = ChannelListener(redis.Redis.from_url(server.url))
+        wait_until(lambda: len(before.drain()) > 100, 15, message="prices flow")
+        server.stop(kill=True)
+        sent = sim.stats()["market_messages"]
+        # Down for ten seconds of market at 2,000 messages/s, measured by what was sent.
+        wait_until(lambda: sim.stats()["market_messages"] - sent >= 20_000, 30)
+        server.start()
+        after = ChannelListener(redis.Redis.from_url(server.url))
+        wait_until(lambda: len(after.drain()) > 100, 30, message=producer.log())
+        health = producer.health()
+        prices, thread = health["streams"]["prices"], health["threads"]["prices"]
+        assert prices["dropped"] > 0  # the buffer (1,000) overflowed while Redis was away
+        assert prices["reconnects"] == 0  # the read loop never stopped
+        assert thread["restarts"] == 0
+        assert prices["received"] > 20_000
+        assert producer.proc is not None
+        assert producer.proc.poll() is None
+    finally:
+        server.stop(kill=True)
