@@ -11,6 +11,7 @@ from celery_app.errors import ConfigError
 from celery_app.logs import setup_logging
 from celery_app.settings import exit_on_config_error, load_settings
 from producers.heartbeat import Heartbeat
+from producers.metrics import MetricsServer
 from producers.registry import STREAMS, build_units
 from producers.supervisor import Supervisor
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     interval = settings.health_interval
     supervisor.add("heartbeat", lambda: Heartbeat(settings, supervisor.states, interval))
+    if settings.metrics_port is not None:
+        supervisor.add("metrics", lambda: MetricsServer(settings, supervisor.states))
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
 from alpaca.data.live.stock import StockDataStream
 
-from celery_app.schema import REQUIRED_KEYS
 from celery_app.settings import DataChannel, Settings
+from producers.frames import parse_frame
 from producers.malformed import MalformedLog
 from producers.status import StreamStatus
 from simulator.recording import RecordingWriter
@@ -89,36 +87,21 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
             self.received_ns = time.time_ns()
             if self._recorder is not None:
                 self._recorder.write("data", frame, self.received_ns)
-            before = status.received
-            for msg in self._decode(frame):
-                kind = msg.get("T") if isinstance(msg, dict) else None
-                required = REQUIRED_KEYS.get(kind) if isinstance(kind, str) else None
-                if required is not None and required <= msg.keys():
-                    status.received += 1
-                    await self._dispatch(msg)  # alpaca-py routes it to the registered handler
-                elif kind in ("subscription", "success"):
-                    await self._dispatch(msg)
-                elif kind == "error":
+            parsed = parse_frame(frame)
+            for reason, context in parsed.malformed:
+                self._malformed(reason, context)
+            for msg in parsed.control:
+                if msg.get("T") == "error":
                     self._on_error(msg)
-                elif required is not None:
-                    self._malformed("missing fields", msg)
                 else:
-                    self._malformed("unknown type" if kind else "no T", msg)
-            if status.received != before:
+                    await self._dispatch(msg)  # alpaca-py logs the subscription
+            if parsed.market:
+                status.received += len(parsed.market)
                 data_seen = True
                 last_data = loop.time()
                 status.last_message_at = self.received_ns / 1e9
-
-    def _decode(self, frame: bytes | str) -> list[Any]:
-        try:
-            decoded = msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
-        except Exception:
-            self._malformed("undecodable frame", frame[:64])
-            return []
-        if not isinstance(decoded, list):
-            self._malformed("frame is not an array", decoded)
-            return []
-        return decoded
+                for msg in parsed.market:
+                    await self._dispatch(msg)  # alpaca-py routes it to the registered handler
 
     def _on_error(self, msg: dict[str, Any]) -> None:
         text = str(msg.get("msg", ""))
