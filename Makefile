@@ -30,6 +30,7 @@ demo: install
 	$(BIN)/alpaca-broker demo
 
 bench: install
+	$(BIN)/python -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/alpaca-broker bench
 
 clean:

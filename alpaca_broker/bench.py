@@ -1,15 +1,17 @@
-"""``alpaca-broker bench``: end-to-end throughput and latency against the simulator.
+"""``alpaca-broker bench``: end-to-end throughput and latency of three designs, one run.
 
-Every offered rate runs the real processes on one embedded Redis: the simulator, the
-producer, a price worker and an order worker. Probes subscribe to the price and order
-channels and time each event from ``received_at`` (the producer read it off the socket)
-to its arrival on the channel.
+For every design and offered rate, the real processes run against one embedded Redis: the
+simulator, the design's producer and workers. Probes subscribe to the price (and order)
+channels and time each event from ``received_at`` (the producer read it off the socket) to
+its arrival on the channel. Designs: this project's ``pipeline``; the ``naive`` one (pydantic
+models, one task per message); the ``direct`` path (no Celery) as the ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,8 @@ from typing import Any
 
 import redis
 
+from alpaca_broker.bench_designs import Design, all_designs
+from alpaca_broker.bench_report import plot, render
 from alpaca_broker.probes import ChannelProbe, ProcessSampler
 from alpaca_broker.redis_server import RedisServer
 from celery_app.keys import Keys
@@ -35,33 +39,40 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 def _simulator(
     rate: float, order_rate: float, env: dict[str, str], log: Path
-) -> tuple[Any, dict[str, str]]:
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     argv = [
         sys.executable, "-m", "alpaca_broker", "simulate", "--port", "0", "--rate", str(rate),
         "--order-rate", str(order_rate), "--symbols", ",".join(SYMBOLS), "--mix", "t=40,q=60",
         "--log-level", "WARNING",
     ]  # fmt: skip
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log.open("ab"))
+    with log.open("ab") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     urls = dict(proc.stdout.readline().decode().strip().split("=", 1) for _ in range(3))
     return proc, urls
 
 
-def run_rate(
-    rate: float, args: argparse.Namespace, server: RedisServer, work: Path
+def _wait(seconds: float, sampler: ProcessSampler | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sampler:
+            sampler.sample_rss()
+        time.sleep(0.5 if sampler else 0.1)
+
+
+def run_one(
+    design: Design, rate: float, args: argparse.Namespace, server: RedisServer, work: Path
 ) -> dict[str, Any]:
-    """One offered rate: start everything, warm up, measure, stop; returns the figures."""
+    """One design at one offered rate: start, warm up, measure, stop; returns the figures."""
     client = redis.Redis.from_url(server.url)
     client.flushall()
-    base = {"REDIS_URL": server.url, "PYTHONPATH": str(REPO), "LOG_LEVEL": "WARNING"}
-    env = {**_base_env(), **base}
-    sim, urls = _simulator(rate, args.order_rate, env, work / "simulator.log")
-    worker = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--without-gossip",
-              "--without-mingle", "-l", "WARNING"]  # fmt: skip
-    prices_workers = _price_workers(worker, args, env, work)
-    orders_worker = _spawn(
-        [*worker, "-Q", "orders", "-n", "orders@%h", "-c", "1"], env, work / "worker-orders.log"
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "APCA_", "CELERY_"))}
+    env.update(REDIS_URL=server.url, PYTHONPATH=str(REPO), LOG_LEVEL="WARNING")
+    order_rate = args.order_rate if design.orders else 0
+    sim, urls = _simulator(rate, order_rate, env, work / "simulator.log")
+    workers = [
+        _spawn(argv, env, work / f"{design.name}-{n}.log") for n, argv in design.workers.items()
+    ]
     prices = ChannelProbe(server.url, KEYS.prices_pattern, sample=args.sample).start()
     orders = ChannelProbe(server.url, KEYS.orders_channel).start()
     producer_env = {
@@ -69,67 +80,49 @@ def run_rate(
         "ALPACA_SYMBOLS": ",".join(SYMBOLS), "ALPACA_DATA_CHANNELS": "trades,quotes",
         "HEALTH_INTERVAL": "1",
     }  # fmt: skip
-    producer = _spawn(
-        [sys.executable, "-m", "alpaca_broker", "producer"], producer_env, work / "producer.log"
+    producer = _spawn(design.producer, producer_env, work / f"{design.name}-producer.log")
+    price_workers = [w.pid for w, n in zip(workers, design.workers, strict=True) if n != "orders"]
+    sampler = ProcessSampler(
+        {
+            "producer": [producer.pid],
+            "worker": price_workers,
+            "simulator": [sim.pid],
+            "redis": [server.proc.pid] if server.proc else [],
+        }
     )
-    roles = {
-        "producer": [producer.pid],
-        "worker": [w.pid for w in prices_workers],
-        "simulator": [sim.pid],
-    }
-    sampler = ProcessSampler({**roles, "redis": [server.proc.pid] if server.proc else []})
     try:
-        deadline = time.monotonic() + args.warmup
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait(args.warmup)
         sampler.begin()
         prices.measure(True)
         orders.measure(True)
-        deadline = time.monotonic() + args.duration
-        while time.monotonic() < deadline:
-            sampler.sample_rss()
-            time.sleep(0.5)
+        _wait(args.duration, sampler)
         prices.measure(False)
         orders.measure(False)
         cpu = sampler.cpu_percent()
-        backlog = client.llen("prices")
     finally:
         producer.terminate()
         producer.wait(30)
     health = json.loads(client.get(KEYS.producer_health("default")) or "{}")
     stream = health.get("streams", {}).get("prices", {})
-    _settle(prices)
-    for proc in (*prices_workers, orders_worker, sim):
+    if stream:  # a design with a heartbeat: let it drain, to count what was lost
+        _settle(prices)
+    for proc in (*workers, sim):
         proc.terminate()
-    for proc in (*prices_workers, orders_worker, sim):
+    for proc in (*workers, sim):
         proc.wait(30)
     prices.stop()
     orders.stop()
     return {
+        "design": design.name,
         "offered": rate,
         "prices": prices.summary(),
-        "orders": orders.summary(),
+        "orders": orders.summary() if design.orders else None,
         "cpu_percent": cpu,
         "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in sampler.peak_rss.items()},
-        "received": stream.get("received", 0),
+        "received": stream.get("received"),
         "published": prices.count,
         "dropped": stream.get("dropped", 0),
-        "backlog_at_end": backlog,
     }
-
-
-def _price_workers(
-    worker: list[str], args: argparse.Namespace, env: dict[str, str], work: Path
-) -> list[subprocess.Popen[bytes]]:
-    """One prefork worker with ``concurrency`` children, or that many solo workers."""
-    common = [*worker, "-Q", "prices", "--prefetch-multiplier", "4"]
-    if args.pool == "solo":
-        return [
-            _spawn([*common, "-n", f"prices{i}@%h", "-P", "solo"], env, work / f"worker-p{i}.log")
-            for i in range(args.concurrency)
-        ]
-    argv = [*common, "-n", "prices@%h", "-c", str(args.concurrency)]
-    return [_spawn(argv, env, work / "worker-prices.log")]
 
 
 def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> None:
@@ -141,71 +134,40 @@ def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> Non
             seen, last = probe.count, time.monotonic()
 
 
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "APCA_", "CELERY_"))
-    }
-
-
-def render(rows: list[dict[str, Any]]) -> str:
-    """The table printed at the end."""
-    head = (
-        f"{'offered/s':>9} {'path':>6} {'events/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
-        f"{'prod CPU%':>9} {'work CPU%':>9} {'redis CPU%':>10} {'prod MB':>7} {'work MB':>7} "
-        f"{'dropped':>7} {'lost':>5}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        cpu, rss = r["cpu_percent"], r["peak_rss_mb"]
-        lost = r["received"] - r["published"]
-        for path in ("prices", "orders"):
-            s = r[path]
-            dropped, lost_text = (r["dropped"], str(lost)) if path == "prices" else (0, "-")
-            lines.append(
-                f"{r['offered']:>9.0f} {path:>6} {s['events_per_s']:>9.0f} {s['p50_ms']:>7.1f} "
-                f"{s['p95_ms']:>7.1f} {s['p99_ms']:>7.1f} {cpu['producer']:>9.0f} "
-                f"{cpu['worker']:>9.0f} {cpu['redis']:>10.0f} {rss['producer']:>7.0f} "
-                f"{rss['worker']:>7.0f} {dropped:>7} {lost_text:>5}"
-            )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``alpaca-broker bench``."""
     parser = argparse.ArgumentParser(prog="alpaca-broker bench", description=__doc__)
+    parser.add_argument("--designs", default="pipeline,naive,direct", help="which designs to run")
     parser.add_argument(
-        "--rates", default="5000,25000", help="offered market messages/s, comma-separated"
+        "--rates", default="5000,25000", help="offered market msgs/s, comma-separated"
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per rate")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument(
-        "--order-rate", type=float, default=20.0, help="synthetic orders started per second"
+        "--order-rate", type=float, default=20.0, help="synthetic orders/s (pipeline)"
     )
     parser.add_argument("--concurrency", type=int, default=2, help="price worker processes")
+    parser.add_argument("--pool", default="solo", help="pipeline price workers: solo or prefork")
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
-    parser.add_argument(
-        "--pool", default="solo", help="price workers: solo (CONCURRENCY processes) or prefork"
-    )
-    parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")
     args = parser.parse_args(argv)
-    rows = []
+    designs = all_designs(args.concurrency, args.pool)
+    chosen = [designs[name] for name in args.designs.split(",")]
+    rates = [float(r) for r in args.rates.split(",")]
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="alpaca-bench-") as tmp:
-        work = Path(tmp)
-        server = RedisServer(work / "redis", fsync="everysec")
+        server = RedisServer(Path(tmp) / "redis", fsync="everysec")
         server.start()
         try:
-            for rate in (float(r) for r in args.rates.split(",")):
-                rows.append(run_rate(rate, args, server, work))
-                print(
-                    render(rows[-1:]).splitlines()[-2 if rows[:-1] else 0],
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for design in chosen:
+                for rate in rates:
+                    rows.append(run_one(design, rate, args, server, Path(tmp)))
+                    print(render(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
         finally:
             server.stop()
     print(render(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(rows, indent=2))
+    note = plot(rows, args.out / "bench.png")
+    print(f"\nraw figures: {args.out / 'bench.json'}; {note}")
     return 0

@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
         worker = [*celery, "worker", "--without-gossip", "--without-mingle", "-c", "1"]
         procs.start(
-            "worker-prices", [*worker, "-Q", "prices", "-n", "prices@%h", "-P", "solo", "-l", "WARNING"], env
+            "worker-prices",
+            [*worker, "-Q", "prices", "-n", "prices@%h", "-P", "solo", "-l", "WARNING"],
+            env,
         )
         procs.start(
             "worker-orders", [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"], env

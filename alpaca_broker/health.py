@@ -85,6 +85,8 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
     for name in expected:
         if name not in producers:
             found.append(f"producer {name!r}: no heartbeat (stopped, or its key expired)")
+        elif producers[name].get("status") != "running":
+            found.append(f"producer {name!r}: {producers[name].get('status')} (its last heartbeat)")
     for name, doc in producers.items():
         for stream, state in doc.get("streams", {}).items():
             if state.get("state") == "auth_failed":
@@ -100,6 +102,17 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
         if queue not in served:
             found.append(f"no worker consumes queue {queue!r}")
     return found
+
+
+def flow(producers: dict[str, Any], now: float) -> dict[str, float | None]:
+    """Seconds since each producer stream's last message (``None``: none yet), by
+    ``producer/stream``: whether events are flowing (pure)."""
+    ages: dict[str, float | None] = {}
+    for name, doc in producers.items():
+        for stream, state in doc.get("streams", {}).items():
+            last = state.get("last_message_at")
+            ages[f"{name}/{stream}"] = round(now - last, 1) if last else None
+    return ages
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         report["workers"] = collect_workers(app, args.timeout)
     except (redis.RedisError, OSError) as exc:
         report["redis"] = {"error": str(exc)}
+    report["last_message_age_s"] = flow(report["producers"], time.time())
     reasons = problems(report, settings, args.producer or [settings.producer_name])
     report["healthy"], report["problems"] = not reasons, reasons
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
@@ -149,13 +163,16 @@ def render(report: dict[str, Any]) -> str:
         )
         q = report["queues"]
         depth = ", ".join(f"{k} {v}" for k, v in q["depth"].items())
+        oldest = q["oldest_unacked_age_s"]
         lines.append(
-            f"queues: {depth}; unacked {q['unacked']} (oldest {q['oldest_unacked_age_s']}s)"
+            f"queues: {depth}; unacked {q['unacked']}"
+            + (f" (oldest {oldest}s)" if oldest is not None else "")
         )
+    ages = report.get("last_message_age_s", {})
     for name, doc in report["producers"].items():
         for stream, s in doc.get("streams", {}).items():
-            last = s.get("last_message_at")
-            ago = f", last message {time.time() - last:.1f}s ago" if last else ""
+            age = ages.get(f"{name}/{stream}")
+            ago = f", last message {age:.1f}s ago" if age is not None else ", no message yet"
             lines.append(
                 f"producer {name} {stream}: {s.get('state')}{ago}, received {s.get('received')}, "
                 f"enqueued {s.get('enqueued')}, dropped {s.get('dropped')}, "

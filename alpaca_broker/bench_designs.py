@@ -1,0 +1,74 @@
+"""The designs the benchmark compares: the processes each one runs (besides the simulator)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+CELERY = [sys.executable, "-m", "celery", "-A"]
+WORKER_FLAGS = ["worker", "--without-gossip", "--without-mingle", "-l", "WARNING"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """One way to get prices from the stream into Redis."""
+
+    name: str
+    description: str
+    producer: list[str]
+    workers: dict[str, list[str]] = field(default_factory=dict)
+    orders: bool = False  # also carries the order path (and its probe)
+
+
+def pipeline(concurrency: int, pool: str) -> Design:
+    """This project: batched price tasks, solo price workers (or one prefork pool)."""
+    price = [*CELERY, "celery_app", *WORKER_FLAGS, "-Q", "prices", "--prefetch-multiplier", "4"]
+    if pool == "solo":
+        workers = {
+            f"prices{i}": [*price, "-n", f"prices{i}@%h", "-P", "solo"] for i in range(concurrency)
+        }
+    else:
+        workers = {"prices": [*price, "-n", "prices@%h", "-c", str(concurrency)]}
+    workers["orders"] = [
+        *CELERY,
+        "celery_app",
+        *WORKER_FLAGS,
+        "-Q",
+        "orders",
+        "-n",
+        "orders@%h",
+        "-c",
+        "1",
+    ]
+    return Design(
+        "pipeline",
+        "this project: batches of events per task, Lua compare-and-set, one round trip per batch",
+        [sys.executable, "-m", "alpaca_broker", "producer"],
+        workers,
+        orders=True,
+    )
+
+
+def naive(concurrency: int) -> Design:
+    """pydantic models, one ``.delay()`` per message, one HSET + PUBLISH per task."""
+    worker = [*CELERY, "benchmarks.naive", *WORKER_FLAGS, "-Q", "naive", "-n", "naive@%h"]
+    return Design(
+        "naive",
+        "pydantic models, one .delay() per message in the handler, HSET + PUBLISH per task",
+        [sys.executable, "-m", "benchmarks.naive"],
+        {"naive": [*worker, "-c", str(concurrency), "--prefetch-multiplier", "16"]},
+    )
+
+
+def direct() -> Design:
+    """The producer writes Redis itself: no Celery, the ceiling."""
+    return Design(
+        "direct",
+        "the producer's hand-off writes Redis itself (no Celery): the ceiling",
+        [sys.executable, "-m", "benchmarks.direct"],
+    )
+
+
+def all_designs(concurrency: int, pool: str) -> dict[str, Design]:
+    """Every design by name, in the order the report shows them."""
+    return {d.name: d for d in (pipeline(concurrency, pool), naive(concurrency), direct())}
