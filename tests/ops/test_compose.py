@@ -1,0 +1,247 @@
+"""docker-compose.yml, the Dockerfile and .env.example, checked without a Docker engine.
+
+The compose file is validated against the Compose Specification's JSON schema as shipped by
+the ``check-jsonschema`` package (a test dependency, so that no network is needed). Every
+service's command is one this
+suite runs for real: :data:`RUN_FOR_REAL` names the test that runs it, and the ops stack
+(``tests/harness/stack.py``) starts each service from the compose file itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.resources
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from celery_app.settings import Settings
+from tests.harness.compose import local_argv, run_healthcheck
+from tests.harness.stack import OpsStack
+from tests.harness.workers import REPO
+
+SCHEMA = json.loads(
+    (
+        importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    ).read_text()
+)
+VALIDATOR = jsonschema.validators.validator_for(SCHEMA)
+
+REDIS = (
+    "redis-server",
+    "--appendonly", "yes",
+    "--appendfsync", "everysec",
+    "--maxmemory-policy", "noeviction",
+)  # fmt: skip
+PRICES_WORKER = (
+    "celery", "-A", "celery_app", "worker", "-Q", "prices", "-n", "prices@%h",
+    "-c", "2", "--prefetch-multiplier", "4", "-l", "WARNING",
+)  # fmt: skip
+ORDERS_WORKER = (
+    "celery", "-A", "celery_app", "worker", "-Q", "orders", "-n", "orders@%h",
+    "-c", "2", "--prefetch-multiplier", "1", "-E", "-l", "INFO",
+)  # fmt: skip
+PRODUCER = ("alpaca-broker", "producer")
+FLOWER = ("celery", "-A", "celery_app", "flower", "--address=0.0.0.0")
+SIMULATOR = (
+    "alpaca-broker", "simulate", "--host", "0.0.0.0", "--rate", "50", "--order-rate", "0.5",
+)  # fmt: skip
+
+# service -> (its command, the test that runs that command for real). The ops stack runs
+# each command from the compose file less its container-only --host/--address 0.0.0.0 (the
+# simulator also gets a free --port); Redis is a local server started with the same options,
+# which test_redis_runs_with_the_compose_settings reads back.
+RUN_FOR_REAL: dict[str, tuple[tuple[str, ...], str]] = {
+    "redis": (REDIS, "test_compose.py::test_redis_runs_with_the_compose_settings"),
+    "producer": (
+        PRODUCER,
+        "test_health.py::test_unhealthy_when_the_producer_heartbeat_expires_then_healthy_again",
+    ),
+    "producer-demo": (
+        PRODUCER,
+        "test_metrics.py::test_producer_serves_prometheus_counters_and_gauges_of_each_stream",
+    ),
+    "worker-prices": (
+        PRICES_WORKER,
+        "test_health.py::test_unhealthy_when_no_worker_consumes_a_queue_then_healthy_again",
+    ),
+    "worker-orders": (
+        ORDERS_WORKER,
+        "test_flower.py::test_flower_metrics_count_the_order_workers_succeeded_tasks",
+    ),
+    "flower": (
+        FLOWER,
+        "test_flower.py::test_flower_api_shows_both_workers_and_queues_behind_basic_auth",
+    ),
+    "simulator": (
+        SIMULATOR,
+        "test_health.py::test_healthy_stack_exits_0_and_reports_redis_queues_producer_workers_and_flow",
+    ),
+}
+
+
+def test_compose_file_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    VALIDATOR.check_schema(SCHEMA)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in VALIDATOR(SCHEMA).iter_errors(compose)
+    ]
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("service", "key", "value"),
+    [
+        ("redis", "ports", {"6379": "6379"}),  # ports is a list
+        ("flower", "healthcheck", {"test": ["CMD"], "every": "5s"}),  # no such option
+        ("worker-orders", "stop_grace_period", 60),  # a duration string
+        ("producer", "profile", ["live"]),  # misspelt `profiles`
+    ],
+)
+def test_the_schema_rejects_a_broken_compose_file(
+    compose: dict[str, Any], service: str, key: str, value: Any
+) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"][service][key] = value
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR(SCHEMA).validate(broken)
+
+
+@pytest.mark.slow
+def test_every_service_command_is_one_the_suite_runs_for_real(
+    compose: dict[str, Any], stack: OpsStack
+) -> None:
+    assert set(compose["services"]) == set(RUN_FOR_REAL)
+    for service, (cmd, test_id) in RUN_FOR_REAL.items():
+        assert tuple(compose["services"][service]["command"]) == cmd, service
+        module, function = test_id.split("::")
+        assert hasattr(importlib.import_module(f"tests.ops.{module[:-3]}"), function), test_id
+    # The stack running for these tests was started from the compose commands.
+    running = {name: service.argv for name, service in stack.services.items()}
+    assert running["worker-prices"] == local_argv(list(PRICES_WORKER))
+    assert running["worker-orders"] == local_argv(list(ORDERS_WORKER))
+    assert running["producer-demo"] == list(PRODUCER)
+    assert running["simulator"] == [*local_argv(list(SIMULATOR)), "--port", str(stack.sim_port)]
+    assert local_argv(list(FLOWER)) == ["celery", "-A", "celery_app", "flower"]
+
+
+@pytest.mark.slow
+def test_redis_runs_with_the_compose_settings(stack: OpsStack, compose: dict[str, Any]) -> None:
+    options = compose["services"]["redis"]["command"][1:]
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    for option, value in pairs.items():
+        name = option.removeprefix("--")
+        assert stack.client.config_get(name) == {name: value}
+
+
+def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["image"] == "redis:7"
+    assert "ports" not in redis  # never published on the host
+    assert redis["volumes"] == ["redis-data:/data"]
+    assert "redis-data" in compose["volumes"]
+    for name, service in compose["services"].items():
+        if name not in ("redis", "simulator"):
+            assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0", name
+            assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+
+
+def test_compose_publishes_only_flower_and_only_on_loopback(compose: dict[str, Any]) -> None:
+    published = {n: s["ports"] for n, s in compose["services"].items() if "ports" in s}
+    assert published == {"flower": ["127.0.0.1:5555:5555"]}
+    auth = compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?.+\}", auth), "auth must be required"
+
+
+def test_compose_profiles_live_and_demo(compose: dict[str, Any]) -> None:
+    profiles = {n: tuple(s.get("profiles", ())) for n, s in compose["services"].items()}
+    assert profiles == {
+        "redis": (),
+        "worker-prices": (),
+        "worker-orders": (),
+        "flower": (),
+        "producer": ("live",),
+        "simulator": ("demo",),
+        "producer-demo": ("demo",),
+    }
+    demo_env = compose["services"]["producer-demo"]["environment"]
+    assert demo_env["ALPACA_DATA_STREAM_URL"].startswith("ws://simulator:8765/")
+    assert demo_env["ALPACA_TRADING_STREAM_URL"] == "ws://simulator:8765/stream"
+    assert demo_env["ALPACA_TRADING_API_URL"] == "http://simulator:8765"
+    assert demo_env["ALPACA_API_KEY"]  # any key will do
+    assert demo_env["ALPACA_SECRET_KEY"]
+
+
+def test_compose_healthchecks_and_grace_periods(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    tests = {n: s["healthcheck"]["test"] for n, s in services.items() if "healthcheck" in s}
+    assert tests["producer"] == tests["producer-demo"] == ["CMD", "alpaca-broker", "health"]
+    for worker, queue in (("worker-prices", "prices"), ("worker-orders", "orders")):
+        assert tests[worker] == [
+            "CMD-SHELL",
+            f"celery -A celery_app inspect ping -d {queue}@$$HOSTNAME",
+        ]
+        assert services[worker]["stop_grace_period"]
+    assert "/healthcheck" in tests["flower"][1]
+    assert services["producer"]["stop_grace_period"]
+
+
+@pytest.mark.slow
+def test_compose_healthchecks_pass_against_the_running_services(
+    stack: OpsStack, compose: dict[str, Any]
+) -> None:
+    env = stack.env(HOSTNAME=stack.hostname)  # Docker sets HOSTNAME to the container's
+    for service in ("producer-demo", "worker-prices", "worker-orders"):
+        done = run_healthcheck(compose, service, env)
+        assert done.returncode == 0, f"{service}: {done.stdout}{done.stderr}"
+    # A worker that is not there fails its healthcheck.
+    done = run_healthcheck(compose, "worker-orders", stack.env(HOSTNAME="elsewhere"))
+    assert done.returncode != 0
+
+
+def _example_names() -> set[str]:
+    text = (REPO / ".env.example").read_text()
+    return set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+
+
+def test_env_example_names_every_setting_and_every_readme_variable() -> None:
+    names = _example_names()
+    settings = {f.validation_alias.choices[0] for f in Settings.model_fields.values()}  # type: ignore[union-attr]
+    assert settings - names == set()
+    readme_rows = [
+        line.split("|")[1]
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    readme = {name for cell in readme_rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+    assert readme, "the README's configuration tables"
+    assert readme - names == set()
+    assert "FLOWER_BASIC_AUTH" in names
+
+
+def test_env_example_loads_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _example_names():
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=REPO / ".env.example")
+    assert settings.alpaca_api_key is not None
+    assert settings.alpaca_api_key.get_secret_value() == ""  # to be filled in
+    assert settings.metrics_port is None
+
+
+def test_dockerfile_builds_a_slim_non_root_image_without_test_extras() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
+    assert stages
+    assert all(s == "python:3.11-slim" for s in stages)
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER (?!root\b)\w+", final, flags=re.MULTILINE)
+    assert "pip install" in final
+    assert "[test]" not in dockerfile
+    assert "COPY flowerconfig.py" in final  # Flower loads it from the working directory
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert ".env" in ignored  # secrets stay out of the build context
+    assert "tests/" in ignored

@@ -1,0 +1,251 @@
+"""``alpaca-broker health`` against the compose services running here: healthy, unhealthy for
+each reason it must name (heartbeat expired, a stream in ``auth_failed``, the oldest
+unacknowledged task near the visibility timeout, no worker on a queue), and healthy again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from alpaca_broker.health import flow, problems, render
+from alpaca_broker.redis_server import free_port
+from celery_app.settings import Settings
+from simulator.api import Simulator
+from tests.harness.stack import OpsStack
+from tests.harness.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+Report = dict[str, Any]
+
+
+def health(stack: OpsStack, env: dict[str, str]) -> Report:
+    """One ``alpaca-broker health --json`` run: its report, plus ``exit`` (its exit code)."""
+    done = stack.health("--json", **env)
+    assert done.returncode in (0, 1), done.stderr
+    report: Report = json.loads(done.stdout)
+    report["exit"] = done.returncode
+    return report
+
+
+def wait_health(
+    stack: OpsStack,
+    condition: Callable[[Report], bool],
+    what: str,
+    timeout: float = 20,
+    env: dict[str, str] | None = None,
+) -> Report:
+    """Run health (with ``env`` added) until ``condition(report)``; return that report."""
+    seen: list[Report] = []
+
+    def check() -> Report | None:
+        report = health(stack, env or {})
+        seen.append(report)
+        return report if condition(report) else None
+
+    try:
+        return wait_until(check, timeout, interval=0.1, message=what)
+    except AssertionError as exc:
+        last = seen[-1]["problems"] if seen else "-"
+        raise AssertionError(f"{exc}; last problems: {last}") from None
+
+
+def healthy(report: Report) -> bool:
+    return report["exit"] == 0 and report["healthy"] is True and report["problems"] == []
+
+
+def unhealthy_because(fragment: str) -> Callable[[Report], bool]:
+    def check(report: Report) -> bool:
+        return report["exit"] == 1 and any(fragment in p for p in report["problems"])
+
+    return check
+
+
+def test_healthy_stack_exits_0_and_reports_redis_queues_producer_workers_and_flow(
+    stack: OpsStack,
+) -> None:
+    report = wait_health(stack, healthy, "healthy")
+
+    assert report["redis"]["aof_enabled"] is True
+    assert report["redis"]["maxmemory_policy"] == "noeviction"
+    assert report["redis"]["ping_ms"] >= 0
+    assert report["redis"]["connected_clients"] >= 1
+    assert set(report["queues"]["depth"]) == {"prices", "orders"}
+    assert "unacked" in report["queues"]
+    streams = report["producers"][stack.producer_name]["streams"]
+    assert {s: v["state"] for s, v in streams.items()} == {
+        "prices": "connected",
+        "orders": "connected",
+    }
+    assert streams["prices"]["received"] > 0
+    assert report["workers"] == {
+        stack.worker_name("worker-prices"): ["prices"],
+        stack.worker_name("worker-orders"): ["orders"],
+    }
+    age = report["last_message_age_s"][f"{stack.producer_name}/prices"]
+    assert age is not None
+    assert age < 5  # the simulated market is flowing
+
+    text = stack.health()
+    assert text.returncode == 0, text.stdout
+    assert text.stdout.splitlines()[0] == "healthy"
+    assert f"worker {stack.worker_name('worker-orders')}: orders" in text.stdout
+
+
+def test_unhealthy_when_the_producer_heartbeat_expires_then_healthy_again(
+    stack: OpsStack,
+) -> None:
+    stack.services["producer-demo"].kill()  # no last "stopped" beat: the key just expires
+
+    report = wait_health(stack, unhealthy_because("no heartbeat"), "heartbeat expired")
+    assert stack.producer_name not in report["producers"]
+
+    stack.start_producer()
+    wait_health(stack, healthy, "healthy after the producer restarted")
+
+
+def test_unhealthy_while_a_stream_is_auth_failed_then_healthy_again(stack: OpsStack) -> None:
+    stack.services["producer-demo"].stop()
+    with Simulator() as rejecting:
+        rejecting.fail_auth("trading", count=None)
+        urls = dict(line.split("=", 1) for line in rejecting.env_lines())
+        # No METRICS_PORT: the endpoint is off unless asked for. A long heartbeat interval
+        # keeps the producer's last word (auth_failed) readable for a while after it exits.
+        producer = stack.start_producer(wait=False, metrics=False, HEALTH_INTERVAL="5", **urls)
+        assert producer.wait_exit(30) == 3, producer.log()[-2000:]
+
+    report = wait_health(stack, unhealthy_because("auth_failed"), "auth_failed reported")
+    doc = report["producers"][stack.producer_name]
+    assert doc["streams"]["orders"]["state"] == "auth_failed"
+    assert "stream orders rejected by Alpaca (auth_failed)" in " ".join(report["problems"])
+    assert "metrics" not in doc["threads"]
+
+    stack.start_producer()
+    wait_health(stack, healthy, "healthy once the credentials are accepted")
+
+
+def test_unhealthy_when_the_oldest_unacked_task_nears_the_visibility_timeout_then_healthy_again(
+    stack: OpsStack,
+) -> None:
+    visibility = {"CELERY_VISIBILITY_TIMEOUT": "3"}
+    wait_health(stack, healthy, "healthy first", env=visibility)
+    # The pool processes stop; the worker's main process still takes order tasks from the
+    # queue (unacknowledged until a pool process has run them) and still answers pings.
+    paused = stack.services["worker-orders"].pause_children()
+    try:
+        report = wait_health(
+            stack,
+            unhealthy_because("oldest unacknowledged task"),
+            "an order task held unacknowledged",
+            timeout=30,
+            env=visibility,
+        )
+        assert report["queues"]["unacked"] >= 1
+        assert report["queues"]["oldest_unacked_age_s"] >= 0.8 * 3
+        assert report["workers"][stack.worker_name("worker-orders")] == ["orders"]
+    finally:
+        stack.services["worker-orders"].resume(paused)
+
+    wait_health(stack, healthy, "healthy once the worker runs its tasks", env=visibility)
+
+
+def test_unhealthy_when_no_worker_consumes_a_queue_then_healthy_again(stack: OpsStack) -> None:
+    stack.services["worker-prices"].stop()
+
+    report = wait_health(stack, unhealthy_because("no worker consumes queue 'prices'"), "no worker")
+    assert stack.worker_name("worker-prices") not in report["workers"]
+    assert report["problems"] == ["no worker consumes queue 'prices'"]
+
+    stack.start_worker("worker-prices")
+    wait_health(stack, healthy, "healthy with a prices worker again")
+
+
+def test_unhealthy_when_redis_is_unreachable(stack: OpsStack) -> None:
+    done = stack.health(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[:2][0] == "UNHEALTHY"
+    assert "problem: redis unreachable" in done.stdout
+
+
+# --- the verdict itself (pure) ---------------------------------------------------------------
+
+SETTINGS = Settings(_env_file=None)  # visibility timeout 300 s
+
+
+def _report(**overrides: Any) -> Report:
+    running = {"status": "running", "streams": {"prices": {"state": "connected"}}}
+    report: Report = {
+        "redis": {"ping_ms": 0.1},
+        "queues": {"depth": {"prices": 0, "orders": 0}, "unacked": 0, "oldest_unacked_age_s": None},
+        "producers": {"default": running},
+        "workers": {"w@h": ["orders", "prices"]},
+    }
+    report.update(overrides)
+    return report
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"producers": {}}, "producer 'default': no heartbeat (stopped, or its key expired)"),
+        (
+            {"producers": {"default": {"status": "stopped", "streams": {}}}},
+            "producer 'default': stopped (its last heartbeat)",
+        ),
+        (
+            {
+                "producers": {
+                    "default": {
+                        "status": "running",
+                        "streams": {"orders": {"state": "auth_failed"}},
+                    }
+                }
+            },
+            "producer 'default': stream orders rejected by Alpaca (auth_failed)",
+        ),
+        (
+            {"queues": {"depth": {}, "unacked": 1, "oldest_unacked_age_s": 240.0}},
+            "oldest unacknowledged task is 240s old (visibility timeout 300s): "
+            "a worker died or is stuck",
+        ),
+        ({"workers": {"w@h": ["prices"]}}, "no worker consumes queue 'orders'"),
+        ({"redis": {"error": "Connection refused"}}, "redis unreachable: Connection refused"),
+    ],
+    ids=[
+        "heartbeat-expired",
+        "stopped",
+        "auth-failed",
+        "unacked-near-timeout",
+        "no-worker",
+        "redis",
+    ],
+)
+def test_problems_name_each_reason(overrides: dict[str, Any], reason: str) -> None:
+    assert problems(_report(**overrides), SETTINGS, ["default"]) == [reason]
+
+
+def test_problems_of_a_healthy_report_are_none_and_young_unacked_tasks_are_fine() -> None:
+    young = {"depth": {}, "unacked": 5, "oldest_unacked_age_s": 239.0}
+    assert problems(_report(), SETTINGS, ["default"]) == []
+    assert problems(_report(queues=young), SETTINGS, ["default"]) == []
+
+
+def test_flow_gives_seconds_since_each_streams_last_message() -> None:
+    producers = {"p": {"streams": {"prices": {"last_message_at": 90.0}, "orders": {}}}}
+    assert flow(producers, now=100.0) == {"p/prices": 10.0, "p/orders": None}
+
+
+def test_render_names_problems_first_and_tolerates_missing_values() -> None:
+    report = _report()
+    report.update(healthy=False, problems=["no worker consumes queue 'orders'"])
+    report["redis"].update(
+        used_memory=1, maxmemory_policy="noeviction", aof_enabled=True, connected_clients=3
+    )
+    lines = render(report).splitlines()
+    assert lines[:2] == ["UNHEALTHY", "  problem: no worker consumes queue 'orders'"]
+    assert "queues: prices 0, orders 0; unacked 0" in lines
+    assert any("no message yet" in line for line in lines)
