@@ -1,0 +1,20 @@
+"""Fault-suite fixtures: the end-to-end producer factory, and a simulator whose synthetic
+orders run their lifecycles briskly (more events per second of test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from simulator.api import Simulator
+from tests.e2e.conftest import producer_factory  # the end-to-end suite's fixture
+
+__all__ = ["producer_factory"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A scripted simulator (market and order flow off until a test switches them on)."""
+    with Simulator(order_steps=(0.05, 0.3), seed=7) as simulator:
+        yield simulator

@@ -1,0 +1,197 @@
+"""Helpers of the end-to-end fault suite (``tests/faults``).
+
+Freezing and killing a worker while it holds work, and comparing what Redis holds with
+what the simulator emitted: the order path's promise is checked event by event.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import psutil
+import redis
+
+from celery_app.keys import Keys
+from simulator.api import Simulator
+from simulator.clock import parse_time
+from simulator.orders import TERMINAL_STATUSES
+from tests.harness.producer import ProducerProcess
+from tests.harness.wait import wait_until
+from tests.harness.workers import WorkerProcess
+
+KEYS = Keys()
+#: kombu's Redis transport keeps every delivered, not yet acknowledged order task here.
+UNACKED = "unacked"
+
+#: What makes an order event distinct (the contract): its order, its event name, and its
+#: ``execution_id`` when it has one, else its timestamp (as nanoseconds).
+EventKey = tuple[str, str, str]
+
+
+# --- order events -------------------------------------------------------------------------
+
+
+def order_stream(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every entry of ``P:orders:events``, decoded, in stream order."""
+    return [json.loads(fields["event"]) for _, fields in client.xrange(KEYS.orders_events)]
+
+
+def stream_key(event: dict[str, Any]) -> EventKey:
+    """The identity of a published ``order_update`` event."""
+    distinct = event["execution_id"] or str(event["ts_ns"])
+    return (event["order_id"], event["event"], str(distinct))
+
+
+def envelope_key(envelope: dict[str, Any]) -> EventKey:
+    """The identity of a ``trade_updates`` envelope as the simulator sent it."""
+    data = envelope["data"]
+    distinct = data.get("execution_id") or str(parse_time(data["timestamp"]))
+    return (data["order"]["id"], data["event"], str(distinct))
+
+
+def emitted(sim: Simulator) -> Counter[EventKey]:
+    """Every order event the simulator's book emitted so far."""
+    return Counter(envelope_key(e) for e in sim.orders.events())
+
+
+def published(client: redis.Redis) -> Counter[EventKey]:
+    """Every order event in ``P:orders:events``."""
+    return Counter(stream_key(e) for e in order_stream(client))
+
+
+def wait_orders_settled(sim: Simulator, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Wait until every order the book knows is in a final status and no new one appeared
+    between two polls (the synthetic flow was switched off and its lifecycles ended)."""
+    last = -1
+
+    def settled() -> list[dict[str, Any]] | None:
+        nonlocal last
+        events = sim.orders.events()
+        ids = {e["data"]["order"]["id"] for e in events}
+        orders = [sim.orders.get(i) for i in ids]
+        final = all(o is not None and o["status"] in TERMINAL_STATUSES for o in orders)
+        stable, last = len(events) == last, len(events)
+        return events if final and stable and events else None
+
+    return wait_until(settled, timeout, interval=0.2, message="every order final")
+
+
+def assert_each_emitted_event_published_once(
+    client: redis.Redis,
+    sim: Simulator,
+    extra: Counter[EventKey] | None = None,
+    timeout: float = 30.0,
+) -> Counter[EventKey]:
+    """Wait until ``P:orders:events`` holds as many entries as the simulator emitted (plus
+    ``extra``), then check that each one is there exactly once. Returns the expected keys."""
+    expected = emitted(sim) + (extra or Counter())
+    total = sum(expected.values())
+    wait_until(
+        lambda: client.xlen(KEYS.orders_events) >= total,
+        timeout,
+        message=f"{total} order events in the stream",
+    )
+    got = published(client)
+    missing, doubled = expected - got, got - expected
+    assert not missing, f"order events lost: {sorted(missing)[:5]} ({sum(missing.values())})"
+    assert not doubled, f"order events doubled: {sorted(doubled)[:5]} ({sum(doubled.values())})"
+    assert max(got.values()) == 1
+    return expected
+
+
+def assert_order_hashes_match_the_book(client: redis.Redis, sim: Simulator) -> int:
+    """Every order's ``P:order:{ID}`` shows the book's final status and filled quantity;
+    returns how many orders were compared."""
+    ids = {e["data"]["order"]["id"] for e in sim.orders.events()}
+    for order_id in ids:
+        order = sim.orders.get(order_id)
+        assert order is not None
+        held = client.hgetall(KEYS.order(order_id))
+        assert (held.get("status"), held.get("filled_qty")) == (
+            order["status"],
+            order["filled_qty"],
+        ), f"order {order_id}: Redis holds {held.get('status')}, the book {order['status']}"
+    return len(ids)
+
+
+def wait_reconciled_once(sim: Simulator, timeout: float = 15.0) -> None:
+    """Wait for the producer's reconciliation at connect (its first REST request)."""
+    wait_until(
+        lambda: sim.stats()["connections"].get("rest", 0) >= 1,
+        timeout,
+        message="the start-up reconciliation asked REST",
+    )
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _family(worker: WorkerProcess) -> list[psutil.Process]:
+    main = psutil.Process(worker.pid)
+    return [main, *main.children()]
+
+
+def freeze(worker: WorkerProcess) -> None:
+    """SIGSTOP the worker's main process, then its pool children."""
+    for proc in _family(worker):
+        proc.send_signal(signal.SIGSTOP)
+
+
+def thaw(worker: WorkerProcess) -> None:
+    """SIGCONT what ``freeze`` stopped."""
+    for proc in reversed(_family(worker)):
+        proc.send_signal(signal.SIGCONT)
+
+
+def kill_holding_order_tasks(
+    worker: WorkerProcess, client: redis.Redis, timeout: float = 20.0
+) -> int:
+    """SIGKILL the whole worker at a moment it holds delivered, unacknowledged order tasks
+    (frozen first, so the moment is certain); returns how many it held."""
+
+    def frozen_holding() -> int:
+        freeze(worker)
+        held = int(client.hlen(UNACKED))
+        if not held:
+            thaw(worker)
+        return held
+
+    held = wait_until(frozen_holding, timeout, interval=0.01, message="a task in flight")
+    worker.kill()
+    return held
+
+
+def wait_producer_running(producer: ProducerProcess, *streams: str, timeout: float = 20) -> None:
+    """Wait until ``producer`` itself (not an earlier process's heartbeat that has not
+    expired yet) reports ``streams`` connected."""
+    assert producer.proc is not None
+    pid = producer.proc.pid
+    wait_until(
+        lambda: producer.health().get("pid") == pid,
+        timeout,
+        message=f"the heartbeat of pid {pid}",
+    )
+    producer.wait_connected(*streams, timeout=timeout)
+
+
+def wait_handed_off(
+    producer: ProducerProcess, stream: str, after: float, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Wait for a heartbeat written at least one heartbeat interval after ``after`` (a
+    ``time.time()``) that shows ``stream`` holding nothing unsent; returns its counters."""
+    interval = float(producer.env.get("HEALTH_INTERVAL", "5"))
+
+    def handed_off() -> dict[str, Any] | None:
+        health = producer.health()
+        if not health:
+            return None
+        written = datetime.fromisoformat(health["updated_at"]).timestamp()
+        counters: dict[str, Any] = health["streams"].get(stream, {})
+        fresh = written >= after + interval
+        return counters if fresh and counters.get("buffered", 1) == 0 else None
+
+    return wait_until(handed_off, timeout, message=f"{stream}: everything handed off")
