@@ -43,6 +43,11 @@ class Keys:
         return f"{self.prefix}:orders:events"
 
     @property
+    def orders_reconciled_at(self) -> str:
+        """String: epoch seconds up to which reconciliation has looked at closed orders."""
+        return f"{self.prefix}:orders:reconciled_at"
+
+    @property
     def orders_channel(self) -> str:
         """Pub/sub channel: every distinct order event."""
         return f"{self.prefix}:orders"
@@ -54,6 +59,11 @@ class Keys:
     def order_seen(self, dedupe_id: str) -> str:
         """Marker that an order event was already published (exactly-once dedupe)."""
         return f"{self.prefix}:orders:seen:{dedupe_id}"
+
+    def order_state_seen(self, state_id: str) -> str:
+        """Marker that an order state (event, status, filled_qty) was published, valued with
+        the source that published it: a reconciliation of a state already seen adds nothing."""
+        return f"{self.prefix}:orders:state:{state_id}"
 
     def producer_health(self, name: str) -> str:
         """String (JSON) with a TTL: a producer process's heartbeat."""

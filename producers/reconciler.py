@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
+from alpaca.common.enums import Sort
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
@@ -22,6 +24,12 @@ from producers.unit import ProducerUnit
 log = logging.getLogger(__name__)
 
 OrderItem = tuple[int, dict[str, Any], str]
+
+PAGE = 500
+MAX_PAGES = 100
+# Closed orders are looked up from a little before the watermark: clock skew between this
+# host and Alpaca, and orders submitted while the previous pass ran.
+LOOKBACK_MARGIN_S = 60.0
 
 
 class Reconciler(ProducerUnit):
@@ -38,6 +46,7 @@ class Reconciler(ProducerUnit):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._backoff = Backoff(1.0, 30.0)
+        self._last_started: float | None = None
         self.runs = 0
         self.recovered = 0
 
@@ -74,9 +83,18 @@ class Reconciler(ProducerUnit):
                 self._wake.set()
 
     def reconcile_once(self, rest: TradingClient, store: redis.Redis) -> int:
-        """One pass; returns how many missed events it handed off."""
-        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, nested=True, limit=500)
-        orders: dict[str, dict[str, Any]] = {o["id"]: o for o in rest.get_orders(request)}
+        """One pass; returns how many missed events it handed off.
+
+        It looks at every open order, every order Redis holds as open, and every order
+        submitted since the watermark (``P:orders:reconciled_at``) whatever its status: an
+        order opened and closed while no producer listened is in neither of the first two.
+        """
+        started = time.time()
+        since = self._advance_watermark(store, started)
+        orders = {o["id"]: o for o in self._orders(rest, QueryOrderStatus.OPEN, None)}
+        if since is not None:
+            for order in self._orders(rest, QueryOrderStatus.CLOSED, since - LOOKBACK_MARGIN_S):
+                orders[order["id"]] = order  # fetched later: at least as new
         for order_id in self._held_open(store) - orders.keys():
             orders[order_id] = rest.get_order_by_id(order_id)
         found = 0
@@ -86,8 +104,44 @@ class Reconciler(ProducerUnit):
             if event is not None:
                 self._buffer.put((time.time_ns(), event, "reconciliation"))
                 found += 1
+        self._last_started = started
         if found:
             log.info("reconciliation recovered %d missed order update(s)", found)
+        return found
+
+    def _advance_watermark(self, store: redis.Redis, started: float) -> float | None:
+        """The watermark to look back from, after moving it to this process's previous pass.
+
+        The previous pass's events were handed off long ago, so its start is safe to move to;
+        this pass's start is not (a kill right after it could lose what it found). With no
+        watermark at all (a fresh Redis) there is no gap to recover: start one now.
+        """
+        key = self._keys.orders_reconciled_at
+        if self._last_started is not None:
+            store.set(key, repr(self._last_started))
+        elif store.set(key, repr(started), nx=True):
+            return None
+        raw = cast(str | None, store.get(key))
+        return float(raw) if raw is not None else None
+
+    def _orders(
+        self, rest: TradingClient, status: QueryOrderStatus, after: float | None
+    ) -> list[dict[str, Any]]:
+        """Orders of ``status`` (submitted after ``after``, oldest first, every page)."""
+        if after is None:
+            request = GetOrdersRequest(status=status, nested=True, limit=PAGE)
+            return cast(list[dict[str, Any]], rest.get_orders(request))
+        found: list[dict[str, Any]] = []
+        since = datetime.fromtimestamp(after, UTC)
+        for _ in range(MAX_PAGES):
+            request = GetOrdersRequest(
+                status=status, nested=True, limit=PAGE, after=since, direction=Sort.ASC
+            )
+            page = cast(list[dict[str, Any]], rest.get_orders(request))
+            found += page
+            if len(page) < PAGE:
+                break
+            since = datetime.fromisoformat(page[-1]["submitted_at"].replace("Z", "+00:00"))
         return found
 
     def _held_open(self, store: redis.Redis) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from celery_app.schema import (
@@ -22,6 +23,8 @@ class OrderEvent:
 
     order_id: str
     dedupe_id: str
+    state_id: str
+    source: str
     ts_ns: int
     hash_fields: tuple[tuple[str, str], ...]
     json: bytes
@@ -92,6 +95,25 @@ def dedupe_id_of(event: dict[str, Any]) -> str:
     return f"{event['order_id']}|{event['event']}|{event['timestamp']}"
 
 
+def _quantity(value: Any) -> str:
+    """A quantity in one spelling ("10", "10.0" and "1E+1" are the same state)."""
+    try:
+        return format(Decimal(str(value)).normalize(), "f")
+    except (InvalidOperation, ValueError):
+        return str(value)
+
+
+def state_id_of(event: dict[str, Any]) -> str:
+    """The order state an event leads to: order, event, status and filled quantity.
+
+    Reconciliation recovers states, not executions (REST has no ``execution_id``): a
+    ``reconciliation`` event for a state that a streamed event already published (or the
+    reverse) is the same event seen twice.
+    """
+    filled = _quantity(event["filled_qty"]) if event["filled_qty"] is not None else ""
+    return f"{event['order_id']}|{event['event']}|{event['status']}|{filled}"
+
+
 def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
     """Normalize and encode one order event; raises Malformed."""
     event = normalize_order(data, received_at_ns, source)
@@ -109,6 +131,8 @@ def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
     return OrderEvent(
         order_id=event["order_id"],
         dedupe_id=dedupe_id_of(event),
+        state_id=state_id_of(event),
+        source=event["source"],
         ts_ns=event["ts_ns"],
         hash_fields=fields,
         json=encoded,

@@ -77,6 +77,7 @@ class Publisher:
             self._keys.order_seen(event.dedupe_id),
             self._keys.orders_events,
             self._keys.order(event.order_id),
+            self._keys.order_state_seen(event.state_id),
         ]
         args: list[Any] = [
             self._dedupe_ttl,
@@ -84,6 +85,7 @@ class Publisher:
             self._keys.orders_channel,
             event.json,
             event.ts_ns,
+            event.source,
         ]
         for field, value in event.hash_fields:
             args += (field, value)

@@ -2,17 +2,29 @@
 -- KEYS[1]  P:orders:seen:{DEDUPE_ID}   the marker that this event was published
 -- KEYS[2]  P:orders:events             the stream of every distinct order event
 -- KEYS[3]  P:order:{ORDER_ID}          the order's latest state
+-- KEYS[4]  P:orders:state:{STATE_ID}   the marker that this order state was published,
+--                                      valued with the source that published it
 -- ARGV[1]  the marker's TTL in seconds
 -- ARGV[2]  the stream's approximate MAXLEN
 -- ARGV[3]  the channel P:orders
 -- ARGV[4]  the event JSON
 -- ARGV[5]  the event's ts_ns as decimal digits
--- ARGV[6..] field, value pairs for the order hash (besides json)
--- Returns 0 for a duplicate (nothing written), 1 for a new event older than the order's
+-- ARGV[6]  the event's source: stream or reconciliation
+-- ARGV[7..] field, value pairs for the order hash (besides json)
+-- Returns 0 for a duplicate (nothing published), 1 for a new event older than the order's
 -- state (published, hash kept), 2 for a new event that also updated the hash.
 -- The marker is written last: an error part-way leaves it unset, so a retry can redo the
 -- work (with noeviction, an out-of-memory error refuses the first write, XADD).
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+-- Reconciliation recovers states, not executions: when the stream and a reconciliation
+-- both saw the same state (say the fill whose task waited in the queue while the trading
+-- socket reconnected), the one processed second is a duplicate. Two streamed events of the
+-- same state stay distinct by their execution ids.
+local state_source = redis.call('GET', KEYS[4])
+if state_source and (ARGV[6] == 'reconciliation' or state_source == 'reconciliation') then
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
   return 0
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4])
@@ -28,10 +40,11 @@ if held then
 end
 if result == 2 then
   local fields = {'json', ARGV[4]}
-  for i = 6, #ARGV do
+  for i = 7, #ARGV do
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[3], unpack(fields))
 end
+redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[1])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return result

@@ -108,12 +108,6 @@ def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
     assert _status(redis_client, untouched) == "new"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the reconciler asks REST for open orders and for orders Redis holds "
-    "as open only (producers/reconciler.py, reconcile_once), so an order submitted and closed "
-    "while no producer listened is never published",
-)
 def test_an_order_opened_and_closed_while_the_producer_was_dead_is_recovered(
     sim: Simulator,
     redis_url: str,

@@ -137,13 +137,6 @@ def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_
     wait_until(lambda: redis_client.hlen("unacked") == 0, 15, message="every task acknowledged")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: reconciliation compares REST with P:order:{ID} only, so a fill whose "
-    "streamed task still waits in the queue is recovered again as a `reconciliation` event "
-    "with another dedupe id (producers/reconcile.py missed_event; producers/reconciler.py "
-    "reconcile_once): the fill is published twice",
-)
 def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fill_once(
     sim: Simulator,
     redis_url: str,

@@ -95,6 +95,16 @@ def test_dedupe_id_is_the_execution_id_when_there_is_one():
     assert prepare_order(data, RECEIVED_NS, "stream").dedupe_id == data["execution_id"]
 
 
+def test_the_state_id_is_the_same_for_a_streamed_and_a_reconciled_fill():
+    streamed = trade_update("AAPL", "fill")
+    order = dict(streamed["order"], filled_qty="10.000")  # REST may spell it otherwise
+    rest = {"event": "fill", "order": order, "timestamp": order["updated_at"]}
+    first = prepare_order(streamed, RECEIVED_NS, "stream")
+    second = prepare_order(rest, RECEIVED_NS, "reconciliation")
+    assert first.state_id == second.state_id == f"{order['id']}|fill|filled|10"
+    assert first.dedupe_id != second.dedupe_id
+
+
 def test_same_instant_in_two_notations_dedupes_alike():
     data = trade_update("MSFT", "canceled")
     other = trade_update("MSFT", "canceled")

@@ -96,6 +96,40 @@ def test_a_stream_event_without_execution_id_dedupes_against_reconciliation(
     assert redis_client.xlen(KEYS.orders_events) == 1
 
 
+def reconciled(symbol: str, event: str) -> OrderEvent:
+    """What reconciliation hands off for the state ``event`` led to: REST's order, its
+    ``updated_at``, no ``execution_id``."""
+    order = trade_update(symbol, event)["order"]
+    data = {"event": event, "order": order, "timestamp": order["updated_at"]}
+    return prepare_order(data, RECEIVED_NS + 5 * 10**9, "reconciliation")
+
+
+def test_a_reconciled_fill_after_the_streamed_fill_adds_nothing(publisher, redis_client):
+    assert publisher.publish_order(prepared("AAPL", "fill")).new
+    assert publisher.publish_order(reconciled("AAPL", "fill")) == OrderResult(False, False)
+    assert [e["source"] for e in stream_events(redis_client)] == ["stream"]
+
+
+def test_a_streamed_fill_processed_after_its_reconciliation_adds_nothing(publisher, redis_client):
+    # The streamed task waited in the queue while reconciliation published the same state.
+    assert publisher.publish_order(reconciled("AAPL", "fill")).new
+    assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(False, False)
+    assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(False, False)
+    assert [e["source"] for e in stream_events(redis_client)] == ["reconciliation"]
+
+
+def test_two_streamed_executions_reaching_the_same_state_are_both_published(
+    publisher, redis_client
+):
+    first = trade_update("AAPL", "partial_fill")
+    second = json.loads(json.dumps(first))
+    second["execution_id"] = "7d8f3c0e-1f0a-4c1b-9a52-000000000001"
+    assert publisher.publish_order(prepare_order(first, RECEIVED_NS, "stream")).new
+    assert publisher.publish_order(prepare_order(second, RECEIVED_NS, "stream")).new
+    assert not publisher.publish_order(reconciled("AAPL", "partial_fill")).new
+    assert redis_client.xlen(KEYS.orders_events) == 2
+
+
 def test_out_of_order_events_never_regress_the_order_hash(publisher, redis_client):
     assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(True, True)
     assert publisher.publish_order(prepared("AAPL", "partial_fill")) == OrderResult(True, False)
