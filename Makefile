@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: install lint typecheck pytest test demo bench clean
+.PHONY: install lint typecheck pytest test-faults test demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Everything but the end-to-end fault suite (tests/faults, a few minutes of process kills).
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not faults"
 
-test: lint typecheck pytest
+test-faults: install
+	$(BIN)/pytest -m faults
+
+test: lint typecheck pytest test-faults
 
 # The whole pipeline on this machine: embedded Redis, simulator, producer, workers, Flower.
 demo: install
