@@ -37,6 +37,20 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL what has not exited after ``grace`` seconds (a naive worker
+    with a deep backlog can take longer than a run to shut down warm)."""
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def _simulator(
     rate: float, order_rate: float, env: dict[str, str], log: Path
 ) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
@@ -100,16 +114,12 @@ def run_one(
         orders.measure(False)
         cpu = sampler.cpu_percent()
     finally:
-        producer.terminate()
-        producer.wait(30)
+        _stop([producer])
     health = json.loads(client.get(KEYS.producer_health("default")) or "{}")
     stream = health.get("streams", {}).get("prices", {})
     if stream:  # a design with a heartbeat: let it drain, to count what was lost
         _settle(prices)
-    for proc in (*workers, sim):
-        proc.terminate()
-    for proc in (*workers, sim):
-        proc.wait(30)
+    _stop([*workers, sim])
     prices.stop()
     orders.stop()
     return {
@@ -162,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             for design in chosen:
                 for rate in rates:
                     rows.append(run_one(design, rate, args, server, Path(tmp)))
-                    print(render(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+                    for line in render(rows[-1:]).splitlines()[2:]:
+                        print(line, file=sys.stderr, flush=True)
         finally:
             server.stop()
     print(render(rows))
