@@ -1,5 +1,6 @@
 """Two workers on each queue, so that events of one order or one symbol are processed in
-parallel and out of order: the order dedupe and both never-regress rules still hold."""
+parallel and out of order: the order dedupe and both never-regress rules still hold, and when
+one worker of each queue is SIGKILLed the other carries on."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.harness.faults import (
     assert_each_emitted_event_published_once,
     assert_order_hashes_match_the_book,
     envelope_key,
+    kill_holding_tasks,
     wait_orders_settled,
     wait_reconciled_once,
 )
@@ -132,4 +134,71 @@ def test_two_workers_per_queue_keep_order_events_once_and_neither_hash_regresses
     ):
         for worker in two_workers_per_queue[queue]:
             assert _ran(worker, task), f"{worker.argv} ran no {task}"
+    listener.pubsub.close()
+
+
+def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing_doubles(
+    sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    worker_factory: Callable[..., WorkerProcess],
+    producer_factory: Callable[..., ProducerProcess],
+) -> None:
+    short_visibility = {"CELERY_VISIBILITY_TIMEOUT": "3"}
+    prices = [worker_factory(redis_url, queues=PRICES_QUEUE, name=f"prices-{i}") for i in (1, 2)]
+    orders = [
+        worker_factory(redis_url, queues=ORDERS_QUEUE, name=f"orders-{i}", env=short_visibility)
+        for i in (1, 2)
+    ]
+    listener = ChannelListener(redis_client)
+    sim.set_market_rate(500)
+    sim.set_market(True)
+    producer = producer_factory(
+        redis_url, sim, ALPACA_SYMBOLS=",".join(SYMBOLS), ALPACA_DATA_CHANNELS="trades",
+        RECONCILE_INTERVAL="3600",
+    )  # fmt: skip
+    producer.wait_connected("prices", "orders")
+    wait_reconciled_once(sim)
+    sim.set_order_flow(20)
+    wait_until(lambda: redis_client.xlen(KEYS.orders_events) >= 20, 20, message="orders flow")
+    wait_until(lambda: len(listener.drain()) > 200, 20, message="prices flow")
+
+    # One worker of each queue dies with work in hand; nobody restarts it.
+    assert kill_holding_tasks(orders[0])
+    prices[0].kill()
+    killed_ns = time.time_ns()
+    sent_at_kill = sim.stats()["market_messages"]
+    emitted_at_kill = len(sim.orders.events())
+
+    # The survivors carry on: prices move past the kill, the order flow is published, and
+    # the dead order worker's tasks come back (visibility timeout) to the other one.
+    def latest_trade_ns(symbol: str) -> int:
+        raw = redis_client.hget(KEYS.latest(symbol), "trade")
+        return int(json.loads(raw)["ts_ns"]) if raw else 0
+
+    wait_until(
+        lambda: all(latest_trade_ns(s) > killed_ns for s in SYMBOLS), 20, message="prices resume"
+    )
+    wait_until(
+        lambda: len(sim.orders.events()) >= emitted_at_kill + 40, 20, message="more order events"
+    )
+    sim.set_order_flow(0)
+    sim.set_market(False)
+    wait_orders_settled(sim)
+    assert_each_emitted_event_published_once(redis_client, sim)
+    assert assert_order_hashes_match_the_book(redis_client, sim) >= 10
+    wait_until(lambda: redis_client.hlen("unacked") == 0, 15, message="every task acknowledged")
+    assert _ran(orders[1], "orders.publish_event")
+
+    # Prices: nothing doubled; only what the dead worker had taken may be missing.
+    sentinel = m.trade("AAPL", time.time_ns(), trade_id=424243, price=1.0, size=1)
+    sim.push_market([sentinel])
+    wait_until(
+        lambda: any(e.get("trade_id") == 424243 for e in listener.drain()), 20, message="sentinel"
+    )
+    wait_until(lambda: redis_client.llen(PRICES_QUEUE) == 0, 20, message="the queue drained")
+    events = listener.drain()
+    sent = sim.stats()["market_messages"]
+    assert len({json.dumps(e, sort_keys=True) for e in events}) == len(events), "doubled"
+    assert 0 <= sent - len(events) < sent_at_kill
     listener.pubsub.close()

@@ -7,6 +7,7 @@ what the simulator emitted: the order path's promise is checked event by event.
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections import Counter
 from datetime import datetime
@@ -161,6 +162,34 @@ def kill_holding_order_tasks(
         return held
 
     held = wait_until(frozen_holding, timeout, interval=0.01, message="a task in flight")
+    worker.kill()
+    return held
+
+
+_TASK_LINE = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (received|succeeded|failed|retry)")
+
+
+def held_tasks(worker: WorkerProcess) -> set[str]:
+    """IDs of the tasks ``worker`` logged as received and not yet as finished."""
+    received: set[str] = set()
+    finished: set[str] = set()
+    for task_id, what in _TASK_LINE.findall(worker.log()):
+        (received if what == "received" else finished).add(task_id)
+    return received - finished
+
+
+def kill_holding_tasks(worker: WorkerProcess, timeout: float = 20.0) -> set[str]:
+    """SIGKILL ``worker`` at a moment its own log shows tasks in hand (frozen first, so the
+    moment is certain, even with other workers on the queue); returns their IDs."""
+
+    def frozen_holding() -> set[str]:
+        freeze(worker)
+        held = held_tasks(worker)
+        if not held:
+            thaw(worker)
+        return held
+
+    held = wait_until(frozen_holding, timeout, interval=0.01, message="a task in hand")
     worker.kill()
     return held
 
