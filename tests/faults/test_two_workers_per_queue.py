@@ -19,6 +19,7 @@ from simulator import messages as m
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.faults import (
+    UNACKED,
     EventKey,
     assert_each_emitted_event_published_once,
     assert_order_hashes_match_the_book,
@@ -187,7 +188,7 @@ def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing
     wait_orders_settled(sim)
     assert_each_emitted_event_published_once(redis_client, sim)
     assert assert_order_hashes_match_the_book(redis_client, sim) >= 10
-    wait_until(lambda: redis_client.hlen("unacked") == 0, 15, message="every task acknowledged")
+    wait_until(lambda: redis_client.hlen(UNACKED) == 0, 15, message="every task acknowledged")
     assert _ran(orders[1], "orders.publish_event")
 
     # Prices: nothing doubled; only what the dead worker had taken may be missing.

@@ -148,24 +148,6 @@ def thaw(worker: WorkerProcess) -> None:
         proc.send_signal(signal.SIGCONT)
 
 
-def kill_holding_order_tasks(
-    worker: WorkerProcess, client: redis.Redis, timeout: float = 20.0
-) -> int:
-    """SIGKILL the whole worker at a moment it holds delivered, unacknowledged order tasks
-    (frozen first, so the moment is certain); returns how many it held."""
-
-    def frozen_holding() -> int:
-        freeze(worker)
-        held = int(client.hlen(UNACKED))
-        if not held:
-            thaw(worker)
-        return held
-
-    held = wait_until(frozen_holding, timeout, interval=0.01, message="a task in flight")
-    worker.kill()
-    return held
-
-
 _TASK_LINE = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (received|succeeded|failed|retry)")
 
 
