@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
@@ -103,8 +104,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def loads_json(body: str | bytes | bytearray | memoryview) -> Any:
+    """kombu's JSON decoder, without its per-object hook when nothing needs it.
+
+    kombu calls a Python hook on every JSON object to revive ``{"__type__": ...}`` values
+    (datetimes, decimals); a price batch holds hundreds of objects and none of those. The
+    hook can only change a payload that contains the text ``"__type__"``.
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body).decode("utf-8")
+    if '"__type__"' in body:
+        return kombu_json.loads(body)
+    return json.loads(body)
+
+
 def register_compact_json() -> None:
-    """Make kombu's ``json`` serializer write compact JSON (no spaces after , and :).
+    """Make kombu's ``json`` serializer write compact JSON (no spaces after , and :) and
+    read it without a Python call per object (:func:`loads_json`).
 
     Still plain ``application/json``, read by any JSON decoder; a price batch is about a
     sixth smaller, which every copy of it (Redis, AOF, the worker) pays for.
@@ -112,7 +128,7 @@ def register_compact_json() -> None:
     serialization.register(
         "json",
         functools.partial(kombu_json.dumps, separators=(",", ":")),
-        kombu_json.loads,
+        loads_json,
         content_type="application/json",
         content_encoding="utf-8",
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import pickle
 import uuid
+from decimal import Decimal
 
 import pytest
 from kombu import Connection, Exchange, Producer
+from kombu.utils import json as kombu_json
 
-from celery_app.app import celery_config, create_app
+from celery_app.app import celery_config, create_app, loads_json
 from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
 from celery_app.settings import Settings
 from tests.harness.wait import wait_until
@@ -30,6 +33,19 @@ def test_wire_accepts_json_only_and_ignores_results() -> None:
     assert config["task_serializer"] == "json"
     assert config["result_accept_content"] == ["json"]
     assert config["task_ignore_result"] is True
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [[[1764000000123456789, {"T": "t", "S": "AAPL", "p": 187.5}]], {}],
+        {"when": datetime.datetime(2026, 11, 24, 14, 30), "qty": Decimal("0.123456789")},
+        {"id": uuid.UUID(int=7), "nested": [{"text": 'a "__type__" in a string'}]},
+    ],
+)
+def test_the_fast_json_decoder_reads_what_kombu_writes_as_kombu_does(payload) -> None:
+    body = kombu_json.dumps(payload, separators=(",", ":"))
+    assert loads_json(body) == loads_json(body.encode()) == kombu_json.loads(body)
 
 
 def test_order_task_is_routed_to_orders_queue_with_late_ack(redis_url: str) -> None:
