@@ -92,8 +92,16 @@ class Reconciler(ProducerUnit):
         started = time.time()
         since = self._advance_watermark(store, started)
         orders = {o["id"]: o for o in self._orders(rest, QueryOrderStatus.OPEN, None)}
+        complete = True
         if since is not None:
-            for order in self._orders(rest, QueryOrderStatus.CLOSED, since - LOOKBACK_MARGIN_S):
+            try:
+                closed = self._orders(rest, QueryOrderStatus.CLOSED, since - LOOKBACK_MARGIN_S)
+            except Exception as exc:
+                # The open orders are still worth diffing; the window is looked at again
+                # next pass, because the watermark does not move past an unscanned one.
+                log.warning("closed orders since the watermark not fetched (%s)", exc)
+                closed, complete = [], False
+            for order in closed:
                 orders[order["id"]] = order  # fetched later: at least as new
         for order_id in self._held_open(store) - orders.keys():
             orders[order_id] = rest.get_order_by_id(order_id)
@@ -104,7 +112,8 @@ class Reconciler(ProducerUnit):
             if event is not None:
                 self._buffer.put((time.time_ns(), event, "reconciliation"))
                 found += 1
-        self._last_started = started
+        if complete:
+            self._last_started = started
         if found:
             log.info("reconciliation recovered %d missed order update(s)", found)
         return found
