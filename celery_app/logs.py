@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TextIO
 
 _local = threading.local()
 _default_component = "main"
@@ -71,6 +71,19 @@ class _JsonFormatter(_Redacting):
         return json.dumps(doc, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was
+    made: a test runner (or a daemonizing wrapper) may swap and close the earlier one."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(component)s] %(name)s: %(message)s"
 
 
@@ -85,7 +98,7 @@ def setup_logging(
     global _default_component
     _default_component = component
     set_component(component)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.addFilter(_ComponentFilter())
     secrets = tuple(secrets)
     handler.setFormatter(
