@@ -28,6 +28,7 @@ from alpaca_broker.redis_server import RedisServer
 from celery_app.keys import Keys
 
 KEYS = Keys()
+PRODUCER = "bench"
 REPO = Path(__file__).resolve().parents[1]
 SYMBOLS = [f"SY{i:03d}" for i in range(50)]
 
@@ -81,7 +82,11 @@ def run_one(
     client = redis.Redis.from_url(server.url)
     client.flushall()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "APCA_", "CELERY_"))}
-    env.update(REDIS_URL=server.url, PYTHONPATH=str(REPO), LOG_LEVEL="WARNING")
+    # Set explicitly: the children run in the repo and would otherwise take these from .env.
+    env.update(
+        REDIS_URL=server.url, CELERY_BROKER_URL="", REDIS_KEY_PREFIX=KEYS.prefix,
+        PRODUCER_NAME=PRODUCER, PYTHONPATH=str(REPO), LOG_LEVEL="WARNING",
+    )  # fmt: skip
     order_rate = args.order_rate if design.orders else 0
     sim, urls = _simulator(rate, order_rate, env, work / "simulator.log")
     workers = [
@@ -115,7 +120,7 @@ def run_one(
         cpu = sampler.cpu_percent()
     finally:
         _stop([producer])
-    health = json.loads(client.get(KEYS.producer_health("default")) or "{}")
+    health = json.loads(client.get(KEYS.producer_health(PRODUCER)) or "{}")
     stream = health.get("streams", {}).get("prices", {})
     if stream:  # a design with a heartbeat: let it drain, to count what was lost
         _settle(prices)
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [designs[name] for name in args.designs.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
     rows: list[dict[str, Any]] = []
+    for design in chosen:
+        print(f"{design.name}: {design.description}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="alpaca-bench-") as tmp:
         server = RedisServer(Path(tmp) / "redis", fsync="everysec")
         server.start()

@@ -60,7 +60,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str:
         offered = [r["offered"] for r in mine]
         left.plot(offered, [r["prices"]["events_per_s"] for r in mine], marker="o", label=design)
         right.plot(offered, [r["prices"]["p99_ms"] for r in mine], marker="o", label=design)
-    left.plot(offered, offered, linestyle=":", color="grey", label="offered")
+    rates = sorted({r["offered"] for r in rows})
+    left.plot(rates, rates, linestyle=":", color="grey", label="offered")
     left.set(xlabel="offered market messages/s", ylabel="events/s on channels", title="Throughput")
     right.set(xlabel="offered market messages/s", ylabel="p99 ms (log)", title="Latency")
     right.set_yscale("log")

@@ -20,12 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import redis
 
+from alpaca_broker.health import collect_queues
 from alpaca_broker.redis_server import RedisServer, free_port
-from celery_app.keys import QUEUES, Keys
-from celery_app.settings import load_settings
+from celery_app.errors import ConfigError
+from celery_app.keys import Keys
+from celery_app.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_KEY, DEMO_SECRET = "demo-key", "demo-secret"  # the simulator accepts any credentials
@@ -83,9 +86,27 @@ def _simulator(procs: Processes, env: dict[str, str], rate: float) -> dict[str, 
     return dict(proc.stdout.readline().decode().strip().split("=", 1) for _ in range(3))
 
 
-def summary(client: redis.Redis, keys: Keys, previous: dict[str, int], seconds: float) -> str:
+def _has_keys(settings: Settings) -> bool:
+    try:
+        settings.credentials()
+    except ConfigError:  # none, or empty as in a fresh copy of .env.example
+        return False
+    return True
+
+
+def _shown(url: str) -> str:
+    """``url`` with its password masked, for printing."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def summary(
+    client: redis.Redis, keys: Keys, name: str, previous: dict[str, int], seconds: float
+) -> str:
     """One status line: events/s per path, queue depths and the producer's stream states."""
-    raw = client.get(keys.producer_health(load_settings().producer_name))
+    raw = client.get(keys.producer_health(name))
     doc = json.loads(raw) if raw else {}
     parts = []
     for stream, state in doc.get("streams", {}).items():
@@ -93,7 +114,7 @@ def summary(client: redis.Redis, keys: Keys, previous: dict[str, int], seconds: 
         rate = (enqueued - previous.get(stream, enqueued)) / seconds
         previous[stream] = enqueued
         parts.append(f"{stream} {state.get('state')} {rate:,.0f}/s")
-    depths = " ".join(f"{q}={client.llen(q)}" for q in QUEUES)
+    depths = " ".join(f"{q}={n}" for q, n in collect_queues(client)["depth"].items())
     health = "producer up" if doc else "producer: no heartbeat"
     return f"{' | '.join(parts) or 'starting'} | queues {depths} | {health}"
 
@@ -109,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
     args = parser.parse_args(argv)
     settings = load_settings()
-    use_sim = args.simulator or (not args.alpaca and settings.alpaca_api_key is None)
+    use_sim = args.simulator or (not args.alpaca and not _has_keys(settings))
     stop = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -121,19 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="alpaca-demo-"))
     procs = Processes(work)
     server = None
-    redis_url = os.environ.get("REDIS_URL")
+    # REDIS_URL from the environment or .env; without one, an embedded Redis.
+    redis_url = settings.redis_url if "redis_url" in settings.model_fields_set else None
     try:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if not redis_url:
             server = RedisServer(work / "redis", fsync="everysec")
             server.start()
             redis_url = server.url
-        env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+            env["CELERY_BROKER_URL"] = ""  # the embedded Redis is the broker, whatever .env says
+        env["REDIS_URL"] = redis_url
         env.setdefault("HEALTH_INTERVAL", "1")  # the summary line reads the heartbeat
         if use_sim:
             env.update(_simulator(procs, env, args.rate))
             env.update(ALPACA_API_KEY=DEMO_KEY, ALPACA_SECRET_KEY=DEMO_SECRET)
             env.setdefault("ALPACA_SYMBOLS", "AAPL,MSFT,NVDA,TSLA,SPY")
-        flower_auth = env.get("FLOWER_BASIC_AUTH") or f"demo:{secrets.token_urlsafe(8)}"
+        given_auth = env.get("FLOWER_BASIC_AUTH")
+        flower_auth = given_auth or f"demo:{secrets.token_urlsafe(8)}"
         flower_port = args.flower_port or free_port()
         celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
         worker = [*celery, "worker", "--without-gossip", "--without-mingle", "-c", "1"]
@@ -152,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
             {**env, "FLOWER_BASIC_AUTH": flower_auth},
         )
         user, password = flower_auth.split(":", 1)
-        print(f"Redis:     {redis_url}", flush=True)
-        print(f"Flower:    http://{user}:{password}@127.0.0.1:{flower_port}/", flush=True)
+        login = f"{user} / {'FLOWER_BASIC_AUTH' if given_auth else password}"
+        print(f"Redis:     {_shown(redis_url)}", flush=True)
+        print(f"Flower:    http://127.0.0.1:{flower_port}/  (login {login})", flush=True)
         print(f"Source:    {'simulator ' + env['ALPACA_DATA_STREAM_URL'] if use_sim else 'Alpaca'}")
         print(f"Logs:      {work}")
-        print(f"Watch:     REDIS_URL={redis_url} alpaca-broker tail prices", flush=True)
+        print(f"Watch:     REDIS_URL={_shown(redis_url)} alpaca-broker tail prices", flush=True)
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
         last = time.monotonic()
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             now = time.monotonic()
             if now - last >= args.interval:
-                line = summary(client, keys, previous, now - last)
+                line = summary(client, keys, settings.producer_name, previous, now - last)
                 last = now
                 end = "\r" if sys.stdout.isatty() else "\n"
                 print(f"{line:<120}", end=end, flush=True)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from socketserver import TCPServer
-from typing import Any
+from typing import Any, get_args
 
 from celery_app.settings import Settings
 from producers.heartbeat import States, health_document
@@ -23,13 +23,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "alpaca_broker_producer"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STREAM_STATES: tuple[StreamState, ...] = (
-    "connecting",
-    "connected",
-    "disconnected",
-    "auth_failed",
-    "stopped",
-)
+STREAM_STATES: tuple[StreamState, ...] = get_args(StreamState)
 # (health key field, metric suffix, help) of each per-stream counter.
 COUNTERS = (
     ("received", "received_total", "Messages received from Alpaca."),

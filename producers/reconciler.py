@@ -106,8 +106,7 @@ class Reconciler(ProducerUnit):
         for order_id in self._held_open(store) - orders.keys():
             orders[order_id] = rest.get_order_by_id(order_id)
         found = 0
-        for order in orders.values():
-            held = cast(dict[str, str], store.hgetall(self._keys.order(order["id"])))
+        for order, held in zip(orders.values(), self._held(store, orders), strict=True):
             event = missed_event(order, held)
             if event is not None:
                 self._buffer.put((time.time_ns(), event, "reconciliation"))
@@ -128,7 +127,8 @@ class Reconciler(ProducerUnit):
         key = self._keys.orders_reconciled_at
         if self._last_started is not None:
             store.set(key, repr(self._last_started))
-        elif store.set(key, repr(started), nx=True):
+            return self._last_started
+        if store.set(key, repr(started), nx=True):
             return None
         raw = cast(str | None, store.get(key))
         return float(raw) if raw is not None else None
@@ -136,12 +136,9 @@ class Reconciler(ProducerUnit):
     def _orders(
         self, rest: TradingClient, status: QueryOrderStatus, after: float | None
     ) -> list[dict[str, Any]]:
-        """Orders of ``status`` (submitted after ``after``, oldest first, every page)."""
-        if after is None:
-            request = GetOrdersRequest(status=status, nested=True, limit=PAGE)
-            return cast(list[dict[str, Any]], rest.get_orders(request))
+        """Orders of ``status`` (submitted after ``after`` if given), oldest first, every page."""
         found: list[dict[str, Any]] = []
-        since = datetime.fromtimestamp(after, UTC)
+        since = datetime.fromtimestamp(after, UTC) if after is not None else None
         for _ in range(MAX_PAGES):
             request = GetOrdersRequest(
                 status=status, nested=True, limit=PAGE, after=since, direction=Sort.ASC
@@ -153,14 +150,26 @@ class Reconciler(ProducerUnit):
             since = datetime.fromisoformat(page[-1]["submitted_at"].replace("Z", "+00:00"))
         return found
 
+    def _held(self, store: redis.Redis, orders: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+        """``P:order:{ID}`` of each of ``orders``, in their order, in one round trip."""
+        pipe = store.pipeline(transaction=False)
+        for order_id in orders:
+            pipe.hgetall(self._keys.order(order_id))
+        return cast(list[dict[str, str]], pipe.execute())
+
     def _held_open(self, store: redis.Redis) -> set[str]:
         """Orders Redis holds as not final (they may have changed while we were away)."""
         prefix = self._keys.order("")
-        open_ids: set[str] = set()
-        for key in store.scan_iter(match=f"{prefix}*", count=1000):
-            if store.hget(key, "status") not in FINAL_STATUSES:
-                open_ids.add(key[len(prefix) :])
-        return open_ids
+        keys = list(store.scan_iter(match=f"{prefix}*", count=1000))
+        pipe = store.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "status")
+        statuses = pipe.execute()
+        return {
+            key[len(prefix) :]
+            for key, status in zip(keys, statuses, strict=True)
+            if status not in FINAL_STATUSES
+        }
 
     def stop(self) -> None:
         self._stop.set()

@@ -75,9 +75,12 @@ class Simulator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every connection and stop the thread."""
-        if self._loop is not None and self._stopping is not None and self._thread is not None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():  # never started, or already stopped
+            return
+        if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
-            self._thread.join(timeout)
+        thread.join(timeout)
 
     def __enter__(self) -> Simulator:
         return self.start()

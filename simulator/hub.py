@@ -164,9 +164,13 @@ class Hub:
     async def close(self, stream: str, code: int, reason: str) -> int:
         """Close every connection of ``stream`` with ``code`` and ``reason``."""
         sessions = self._sessions(stream)
-        for session in sessions:
-            with contextlib.suppress(ConnectionClosed):
+
+        async def close_one(session: DataSession | TradingSession) -> None:
+            # A client that never answers the closing handshake is left to its timeout.
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await asyncio.wait_for(session.ws.close(code, reason), 2.0)
+
+        await asyncio.gather(*(close_one(session) for session in sessions))
         return len(sessions)
 
     def silence(self, stream: str) -> int:

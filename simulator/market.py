@@ -21,7 +21,7 @@ from simulator.codec import Message
 DEFAULT_UNIVERSE = ("AAPL", "MSFT", "AMZN", "NVDA", "GOOGL", "META", "TSLA", "AMD", "SPY", "QQQ")
 #: Relative weights of the randomly drawn types; bars (b, d, u) follow the clock instead.
 DEFAULT_MIX: Mapping[str, float] = {"t": 40, "q": 55, "s": 1, "l": 2, "c": 1, "x": 1}
-DRAWN_TYPES = "tqslcx"
+DRAWN_TYPES = frozenset("tqslcx")
 _MINUTE = 60_000_000_000
 _SIZES = (1, 5, 10, 50, 100, 100, 200, 500)
 _STATUSES = (
@@ -93,7 +93,8 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, weight = part.partition("=")
         if kind not in DRAWN_TYPES or not weight:
-            raise ValueError(f"bad mix entry {part!r}: use TYPE=WEIGHT with TYPE in {DRAWN_TYPES}")
+            types = "".join(sorted(DRAWN_TYPES))
+            raise ValueError(f"bad mix entry {part!r}: use TYPE=WEIGHT with TYPE one of {types}")
         mix[kind] = float(weight)
     if not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
         raise ValueError("the mix needs at least one positive weight")

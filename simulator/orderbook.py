@@ -210,7 +210,11 @@ class OrderBook:
         with self._lock:
             self._orders[order["id"]] = dict(order)
             if order["id"] not in self._submitted:
-                self._submitted[order["id"]] = parse_time(order["submitted_at"])
+                try:
+                    submitted = parse_time(order["submitted_at"])
+                except (KeyError, TypeError, ValueError):  # a recording's odd order
+                    submitted = now_ns()
+                self._submitted[order["id"]] = submitted
 
     def get(self, order_id: str) -> Order | None:
         """A copy of the order with id ``order_id``, or None."""

@@ -15,6 +15,7 @@ from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.faults import (
+    SHORT_VISIBILITY,
     assert_each_emitted_event_published_once,
     assert_order_hashes_match_the_book,
     wait_orders_settled,
@@ -31,7 +32,6 @@ MARKET_RATE = 200  # messages per second
 OUTAGE_SECONDS = 30
 #: A task held when the connection broke is delivered again after this many seconds
 #: (production keeps the 300 s default: the same recovery, later).
-WORKER_ENV = {"CELERY_VISIBILITY_TIMEOUT": "3"}
 
 
 def test_redis_down_thirty_seconds_prices_resume_and_every_order_event_arrives_once(
@@ -42,8 +42,8 @@ def test_redis_down_thirty_seconds_prices_resume_and_every_order_event_arrives_o
 ) -> None:
     url = own_redis.url
     client = redis.Redis.from_url(url, decode_responses=True)
-    worker_factory(url, queues=PRICES_QUEUE, name="prices", env=WORKER_ENV)
-    worker_factory(url, queues=ORDERS_QUEUE, name="orders", env=WORKER_ENV)
+    worker_factory(url, queues=PRICES_QUEUE, name="prices", env=SHORT_VISIBILITY)
+    worker_factory(url, queues=ORDERS_QUEUE, name="orders", env=SHORT_VISIBILITY)
     sim.set_market_rate(MARKET_RATE)
     sim.set_market(True)
     producer = producer_factory(

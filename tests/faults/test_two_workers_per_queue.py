@@ -19,12 +19,14 @@ from simulator import messages as m
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.faults import (
+    SHORT_VISIBILITY,
     UNACKED,
     EventKey,
     assert_each_emitted_event_published_once,
     assert_order_hashes_match_the_book,
     envelope_key,
     kill_holding_tasks,
+    latest_trade_ns,
     wait_orders_settled,
     wait_reconciled_once,
 )
@@ -145,10 +147,9 @@ def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing
     worker_factory: Callable[..., WorkerProcess],
     producer_factory: Callable[..., ProducerProcess],
 ) -> None:
-    short_visibility = {"CELERY_VISIBILITY_TIMEOUT": "3"}
     prices = [worker_factory(redis_url, queues=PRICES_QUEUE, name=f"prices-{i}") for i in (1, 2)]
     orders = [
-        worker_factory(redis_url, queues=ORDERS_QUEUE, name=f"orders-{i}", env=short_visibility)
+        worker_factory(redis_url, queues=ORDERS_QUEUE, name=f"orders-{i}", env=SHORT_VISIBILITY)
         for i in (1, 2)
     ]
     listener = ChannelListener(redis_client)
@@ -173,12 +174,10 @@ def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing
 
     # The survivors carry on: prices move past the kill, the order flow is published, and
     # the dead order worker's tasks come back (visibility timeout) to the other one.
-    def latest_trade_ns(symbol: str) -> int:
-        raw = redis_client.hget(KEYS.latest(symbol), "trade")
-        return int(json.loads(raw)["ts_ns"]) if raw else 0
-
     wait_until(
-        lambda: all(latest_trade_ns(s) > killed_ns for s in SYMBOLS), 20, message="prices resume"
+        lambda: all(latest_trade_ns(redis_client, s) > killed_ns for s in SYMBOLS),
+        20,
+        message="prices resume",
     )
     wait_until(
         lambda: len(sim.orders.events()) >= emitted_at_kill + 40, 20, message="more order events"

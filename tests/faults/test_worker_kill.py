@@ -17,10 +17,12 @@ from simulator.api import Simulator
 from simulator.clock import parse_time
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.faults import (
+    SHORT_VISIBILITY,
     UNACKED,
     assert_each_emitted_event_published_once,
     assert_order_hashes_match_the_book,
     kill_holding_tasks,
+    latest_trade_ns,
     wait_handed_off,
     wait_orders_settled,
     wait_reconciled_once,
@@ -34,14 +36,7 @@ pytestmark = pytest.mark.faults
 KEYS = Keys()
 SYMBOLS = "AAPL,MSFT"
 PRICE_ENV = {"ALPACA_SYMBOLS": SYMBOLS, "ALPACA_DATA_CHANNELS": "trades,quotes"}
-#: An order task held by a dead worker is delivered again after this many seconds.
-SHORT_VISIBILITY = {"CELERY_VISIBILITY_TIMEOUT": "3"}
 SENTINEL_TRADE_ID = 987_654_321
-
-
-def _latest_trade_ns(client: redis.Redis, symbol: str) -> int:
-    raw = client.hget(KEYS.latest(symbol), "trade")
-    return int(json.loads(raw)["ts_ns"]) if raw else 0
 
 
 def _counters(producer: ProducerProcess) -> dict[str, Any]:
@@ -75,7 +70,7 @@ def test_price_worker_sigkilled_mid_batch_prices_resume_on_the_next_worker(
     worker_factory(redis_url, queues=PRICES_QUEUE, name="prices-b")
     wait_until(lambda: any(e["ts_ns"] > killed_ns for e in listener.drain()), 20, message="resumed")
     wait_until(
-        lambda: all(_latest_trade_ns(redis_client, s) > killed_ns for s in SYMBOLS.split(",")),
+        lambda: all(latest_trade_ns(redis_client, s) > killed_ns for s in SYMBOLS.split(",")),
         20,
         message="the latest hashes move past the kill",
     )
@@ -147,6 +142,7 @@ def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fi
     first = worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-a", env=SHORT_VISIBILITY)
     producer = producer_factory(redis_url, sim, streams="orders", RECONCILE_INTERVAL="3600")
     producer.wait_connected("orders")
+    wait_reconciled_once(sim)  # the start-up pass, before REST requests are counted below
     order = sim.orders.submit("AAPL", qty="10")
     wait_until(lambda: redis_client.hget(KEYS.order(order["id"]), "status") == "new", 15)
 
@@ -155,8 +151,8 @@ def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fi
     wait_until(lambda: redis_client.llen(ORDERS_QUEUE) == 1, 10, message="the fill is queued")
     rest_calls = sim.stats()["connections"].get("rest", 0)
     sim.drop("trading")  # the producer reconnects and reconciles against a stale hash
-    # The reconciliation asks REST for the open orders, then for each order Redis holds
-    # as open (ours): two requests, then whatever it found is handed off.
+    # The reconciliation asks REST for the open orders and for the closed ones since its
+    # watermark: at least two requests, then whatever it found is handed off.
     wait_until(
         lambda: (
             sim.stats()["connections"].get("rest", 0) >= rest_calls + 2

@@ -27,6 +27,8 @@ from tests.harness.workers import WorkerProcess
 KEYS = Keys()
 #: kombu's Redis transport keeps every delivered, not yet acknowledged order task here.
 UNACKED = "unacked"
+#: Worker settings under which a dead worker's order tasks come back after 3 s (not 300).
+SHORT_VISIBILITY = {"CELERY_VISIBILITY_TIMEOUT": "3"}
 
 #: What makes an order event distinct (the contract): its order, its event name, and its
 #: ``execution_id`` when it has one, else its timestamp (as nanoseconds).
@@ -146,6 +148,12 @@ def thaw(worker: WorkerProcess) -> None:
     """SIGCONT what ``freeze`` stopped."""
     for proc in reversed(_family(worker)):
         proc.send_signal(signal.SIGCONT)
+
+
+def latest_trade_ns(client: redis.Redis, symbol: str) -> int:
+    """``ts_ns`` of the trade ``P:latest:{symbol}`` holds (0 when none)."""
+    raw = client.hget(KEYS.latest(symbol), "trade")
+    return int(json.loads(raw)["ts_ns"]) if raw else 0
 
 
 _TASK_LINE = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (received|succeeded|failed|retry)")

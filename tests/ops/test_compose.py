@@ -39,7 +39,7 @@ REDIS = (
 )  # fmt: skip
 PRICES_WORKER = (
     "celery", "-A", "celery_app", "worker", "-Q", "prices", "-n", "prices@%h",
-    "-c", "2", "--prefetch-multiplier", "4", "-l", "WARNING",
+    "-P", "solo", "--prefetch-multiplier", "4", "-l", "WARNING",
 )  # fmt: skip
 ORDERS_WORKER = (
     "celery", "-A", "celery_app", "worker", "-Q", "orders", "-n", "orders@%h",

@@ -92,9 +92,10 @@ def test_the_watermark_moves_to_the_previous_pass_only_after_a_complete_pass(
     reconciler, buffer, redis_client
 ):
     redis_client.set(KEYS.orders_reconciled_at, "1764000000.0")
-    rest = ScriptedRest([], [])
+    rest = ScriptedRest([_order("open", "new")], [])
     rest.closed_fails = True
-    assert _pass(reconciler, buffer, rest, redis_client) == []  # open orders still diffed
+    assert _pass(reconciler, buffer, rest, redis_client) == ["open"]  # open orders still diffed
+    rest.open = []
     _pass(reconciler, buffer, rest, redis_client)
     assert redis_client.get(KEYS.orders_reconciled_at) == "1764000000.0"  # window kept
 
