@@ -23,9 +23,9 @@ import redis
 
 from alpaca_broker.bench_designs import Design, all_designs
 from alpaca_broker.bench_report import plot, render
+from alpaca_broker.keys import Keys
 from alpaca_broker.probes import ChannelProbe, ProcessSampler
 from alpaca_broker.redis_server import RedisServer
-from celery_app.keys import Keys
 
 KEYS = Keys()
 PRODUCER = "bench"

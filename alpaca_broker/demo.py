@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 
 import redis
 
+from alpaca_broker.errors import ConfigError
 from alpaca_broker.health import collect_queues
+from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer, free_port
-from celery_app.errors import ConfigError
-from celery_app.keys import Keys
-from celery_app.settings import Settings, load_settings
+from alpaca_broker.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_KEY, DEMO_SECRET = "demo-key", "demo-secret"  # the simulator accepts any credentials

@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
-from celery_app.errors import ConfigError
-from celery_app.keys import QUEUES, Keys
-from celery_app.settings import Settings, exit_on_config_error, load_settings
+from alpaca_broker.errors import ConfigError
+from alpaca_broker.keys import QUEUES, Keys
+from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
 # kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
 PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)

@@ -8,9 +8,9 @@ from typing import TextIO
 
 import redis
 
-from celery_app.errors import ConfigError
-from celery_app.keys import Keys
-from celery_app.settings import exit_on_config_error, load_settings
+from alpaca_broker.errors import ConfigError
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import exit_on_config_error, load_settings
 
 
 def tail_prices(

@@ -6,8 +6,8 @@ hand-off writes Redis itself (normalize + one Lua call per batch), no Celery in 
 
 from __future__ import annotations
 
-from celery_app.logs import setup_logging
-from celery_app.settings import load_settings
+from alpaca_broker.logs import setup_logging
+from alpaca_broker.settings import load_settings
 from producers.buffer import EventBuffer
 from producers.handoff import BatchPolicy, Handoff
 from producers.heartbeat import Heartbeat

@@ -16,9 +16,9 @@ import redis
 from alpaca.data.live.stock import StockDataStream
 from pydantic import BaseModel
 
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import load_settings
 from celery_app import app
-from celery_app.keys import Keys
-from celery_app.settings import load_settings
 from tasks.timestamps import format_ns
 
 QUEUE = "naive"

@@ -1,12 +1,33 @@
-"""The Celery app (``celery -A celery_app worker``), settings, Redis names and logging."""
+"""The Celery app (``celery -A celery_app worker``) and nothing else.
 
-from celery_app.app import create_app
-from celery_app.errors import ConfigError
-from celery_app.settings import exit_on_config_error
+Importing this package builds nothing and reads no file: ``app`` is created on first access
+(Celery's ``-A celery_app`` asks for it), from the environment and ``.env``. A process that
+has its own settings (the producer) calls :func:`create_app` instead.
+"""
 
-try:
-    app = create_app()
-except ConfigError as _exc:
-    exit_on_config_error(_exc)
+from __future__ import annotations
 
-__all__ = ["app"]
+from typing import TYPE_CHECKING, Any
+
+from celery_app.config import create_app
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    app: Celery
+
+__all__ = ["app", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "app":
+        raise AttributeError(f"module 'celery_app' has no attribute {name!r}")
+    from alpaca_broker.errors import ConfigError
+    from alpaca_broker.settings import exit_on_config_error
+
+    try:
+        built = create_app()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    globals()["app"] = built  # later lookups find it without this hook
+    return built

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 import websockets
 
-from celery_app.errors import CredentialsRejected
+from alpaca_broker.errors import CredentialsRejected
 from producers.backoff import Backoff
 from producers.status import StreamStatus
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 
-from celery_app.schema import REQUIRED_KEYS
+from alpaca_broker.schema import REQUIRED_KEYS
 
 CONTROL_TYPES = frozenset({"success", "subscription", "error"})
 

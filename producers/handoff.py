@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from celery_app.errors import is_retryable
+from alpaca_broker.errors import is_retryable
 from producers.backoff import Backoff
 from producers.buffer import EventBuffer
 from producers.status import StreamStatus

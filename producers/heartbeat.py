@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from celery_app.keys import Keys
-from celery_app.settings import Settings
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings
 from producers.unit import ProducerUnit
 
 log = logging.getLogger(__name__)

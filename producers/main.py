@@ -7,9 +7,9 @@ import logging
 import signal
 from types import FrameType
 
-from celery_app.errors import ConfigError
-from celery_app.logs import setup_logging
-from celery_app.settings import exit_on_config_error, load_settings
+from alpaca_broker.errors import ConfigError
+from alpaca_broker.logs import setup_logging
+from alpaca_broker.settings import exit_on_config_error, load_settings
 from producers.heartbeat import Heartbeat
 from producers.metrics import MetricsServer
 from producers.registry import STREAMS, build_units

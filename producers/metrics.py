@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler
 from socketserver import TCPServer
 from typing import Any, get_args
 
-from celery_app.settings import Settings
+from alpaca_broker.settings import Settings
 from producers.heartbeat import States, health_document
 from producers.status import StreamState
 from producers.unit import ProducerUnit

@@ -10,10 +10,11 @@ from typing import Any
 
 from alpaca.trading.stream import TradingStream
 
-from celery_app.settings import Settings
-from producers.malformed import MalformedLog
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import MalformedReporter
+from alpaca_broker.recording import RecordingWriter
+from alpaca_broker.settings import Settings
 from producers.status import StreamStatus
-from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
         self.received_ns = 0
         self._handler = handler
         self._trade_updates_handler = handler  # makes _start_ws send `listen`
-        self._malformed = MalformedLog(status)
+        self._reporter = MalformedReporter(log, interval=10.0)
         self._recorder = recorder
 
     async def open(self) -> None:
@@ -60,7 +61,7 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
             try:
                 msg = json.loads(frame)
             except ValueError:
-                self._malformed("undecodable frame", frame[:64])
+                self._malformed_input("undecodable frame", frame[:64])
                 continue
             stream = msg.get("stream") if isinstance(msg, dict) else None
             if stream == "trade_updates":
@@ -70,13 +71,17 @@ class OrderStreamClient(TradingStream):  # type: ignore[misc]
                     status.last_message_at = self.received_ns / 1e9
                     await self._handler(data)
                 else:
-                    self._malformed("trade update without order", msg)
+                    self._malformed_input("trade update without order", msg)
             elif stream in ("listening", "authorization"):
                 log.info("orders stream: %s", msg.get("data"))
             elif isinstance(msg, dict) and msg.get("action") == "error":
                 log.error("orders stream: Alpaca error: %s", msg.get("data"))
             else:
-                self._malformed("unknown message", msg)
+                self._malformed_input("unknown message", msg)
+
+    def _malformed_input(self, reason: str, context: object) -> None:
+        self.status.malformed += 1
+        self._reporter.report(MalformedMessage(reason, "", context), f"{self.status.name} frame")
 
     async def close(self) -> None:
         await super().close()

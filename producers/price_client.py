@@ -10,11 +10,12 @@ from typing import Any
 
 from alpaca.data.live.stock import StockDataStream
 
-from celery_app.settings import DataChannel, Settings
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import MalformedReporter
+from alpaca_broker.recording import RecordingWriter
+from alpaca_broker.settings import DataChannel, Settings
 from producers.frames import parse_frame
-from producers.malformed import MalformedLog
 from producers.status import StreamStatus
-from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
         self.status = status
         self.received_ns = 0
         self._data_timeout = settings.data_timeout or None
-        self._malformed = MalformedLog(status)
+        self._reporter = MalformedReporter(log, interval=10.0)
         self._recorder = recorder
 
     def register(
@@ -89,7 +90,7 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
                 self._recorder.write("data", frame, self.received_ns)
             parsed = parse_frame(frame)
             for reason, context in parsed.malformed:
-                self._malformed(reason, context)
+                self._malformed_input(reason, context)
             for msg in parsed.control:
                 if msg.get("T") == "error":
                     self._on_error(msg)
@@ -108,6 +109,10 @@ class PriceStreamClient(StockDataStream):  # type: ignore[misc]
         log.error("prices stream: Alpaca error %s: %s", msg.get("code"), text)
         if any(t in text for t in _FATAL_STREAM_ERRORS):
             raise ValueError(text)  # the connection loop turns this into exit code 3
+
+    def _malformed_input(self, reason: str, context: object) -> None:
+        self.status.malformed += 1
+        self._reporter.report(MalformedMessage(reason, "", context), f"{self.status.name} frame")
 
     async def close(self) -> None:
         await super().close()

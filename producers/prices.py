@@ -8,8 +8,9 @@ from typing import Any
 import msgpack
 from celery import Celery
 
-from celery_app.keys import PRICES_BATCH_TASK
-from celery_app.settings import Settings
+from alpaca_broker.keys import PRICES_BATCH_TASK
+from alpaca_broker.recording import RecordingWriter
+from alpaca_broker.settings import Settings
 from producers.backoff import Backoff
 from producers.buffer import EventBuffer
 from producers.connection import ReconnectPolicy
@@ -19,7 +20,6 @@ from producers.sender import TaskSender
 from producers.status import StreamStatus
 from producers.stream_unit import StreamUnit
 from producers.supervisor import UnitFactory
-from simulator.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 
-from celery_app.keys import Keys
-from celery_app.settings import Settings
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings
 from producers.backoff import Backoff
 from producers.buffer import EventBuffer
 from producers.reconcile import FINAL_STATUSES, missed_event

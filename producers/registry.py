@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 
 from celery import Celery
 
-from celery_app.settings import Settings
+from alpaca_broker.recording import RecordingWriter
+from alpaca_broker.settings import Settings
 from producers.orders import order_units
 from producers.prices import price_units
 from producers.supervisor import UnitFactory
-from simulator.recording import RecordingWriter
 
 StreamBuilder = Callable[[Settings, Celery, RecordingWriter | None], Mapping[str, UnitFactory]]
 
@@ -23,7 +23,9 @@ STREAMS: dict[str, StreamBuilder] = {
 
 def build_units(settings: Settings, streams: tuple[str, ...]) -> dict[str, UnitFactory]:
     """The supervised units of the chosen streams, in order."""
-    from celery_app import app  # the producer's Celery client, configured from settings
+    from celery_app import create_app
+
+    app = create_app(settings)  # the producer's Celery client
 
     recorder = None
     if settings.record_file:

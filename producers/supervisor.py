@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from celery_app.errors import FatalError
-from celery_app.logs import set_component
+from alpaca_broker.errors import FatalError
+from alpaca_broker.logs import set_component
 from producers.backoff import Backoff
 from producers.unit import ProducerUnit
 

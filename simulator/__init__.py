@@ -1,7 +1,7 @@
 """A local Alpaca simulator speaking the real wire protocols.
 
 Start one with ``simulator.Simulator`` (a background thread, for tests) or the
-``alpaca-broker simulate`` command (``simulator.cli``). ``simulator.recording`` depends on
+``alpaca-broker simulate`` command (``simulator.cli``). ``alpaca_broker.recording`` depends on
 the standard library only; importing it does not load the server.
 """
 
@@ -17,7 +17,7 @@ __all__ = ["Credentials", "Simulator", "SimulatorConfig"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that ``import simulator.recording`` stays light for the producer.
+    # Lazy, so that ``import alpaca_broker.recording`` stays light for the producer.
     if name == "Simulator":
         from simulator.api import Simulator
 

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay",
         type=Path,
         metavar="FILE",
-        help="replay a recording (simulator.recording format) once clients are "
+        help="replay a recording (alpaca_broker.recording format) once clients are "
         "connected; implies --scripted",
     )
     g.add_argument(

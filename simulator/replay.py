@@ -1,4 +1,4 @@
-"""Replays a recording (``simulator.recording``) to the connected clients.
+"""Replays a recording (``alpaca_broker.recording``) to the connected clients.
 
 Replay starts once a client is ready for every stream the recording holds (a subscribed
 data session, a trading session listening to ``trade_updates``), then plays the frames at
@@ -19,11 +19,11 @@ from typing import Any
 
 import msgpack
 
+from alpaca_broker.recording import RecordedFrame, RecordingReader
 from simulator import codec
 from simulator.codec import WireFormat
 from simulator.hub import Hub
 from simulator.orderbook import OrderBook
-from simulator.recording import RecordedFrame, RecordingReader
 
 log = logging.getLogger(__name__)
 _CONTROL = frozenset({"success", "error", "subscription"})

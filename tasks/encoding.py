@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from tasks.malformed import Malformed
+from alpaca_broker.errors import MalformedMessage
 
 # One encoder for the process: json.dumps with options would build a new one per call.
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -14,12 +14,12 @@ _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separato
 def encode_event(event: dict[str, Any]) -> bytes:
     """``event`` as compact JSON in UTF-8, keys in insertion order.
 
-    Raises Malformed when a value has no JSON form (NaN, infinity, bytes, lone surrogates...).
+    Raises MalformedMessage when a value has no JSON form (NaN, infinity, bytes, surrogates).
     """
     try:
         return _ENCODER.encode(event).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
-        raise Malformed("unencodable", str(exc), event) from None
+        raise MalformedMessage("unencodable", str(exc), event) from None
 
 
 def hash_value(value: Any) -> str:
@@ -31,4 +31,4 @@ def hash_value(value: Any) -> str:
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise Malformed("unencodable", str(exc), value) from None
+        raise MalformedMessage("unencodable", str(exc), value) from None

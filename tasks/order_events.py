@@ -6,14 +6,15 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from celery_app.schema import (
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import excerpt
+from alpaca_broker.schema import (
     ORDER_FIELDS_FROM_EVENT,
     ORDER_FIELDS_FROM_ORDER,
     ORDER_SOURCES,
     ORDER_UPDATE_TYPE,
 )
 from tasks.encoding import encode_event, hash_value
-from tasks.malformed import Malformed, excerpt
 from tasks.timestamps import format_ns, format_received, to_ns
 
 
@@ -38,22 +39,22 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
     """The ``order_update`` event for a ``trade_updates`` ``data`` object.
 
     Decimal strings are copied as sent; ``order`` is the full order object; ``exec_qty`` is the
-    event's own ``qty``; ``timestamp`` is the event's (else the order's ``updated_at``). Raises
-    Malformed when ``data`` has no ``event`` name, no ``order`` object with an ``id``, no valid
-    timestamp, or ``source`` is not ``stream``/``reconciliation``.
+    event's own ``qty``; ``timestamp`` is the event's (else the order's ``updated_at``).
+    Raises MalformedMessage when ``data`` has no ``event`` name, no ``order`` object with an
+    ``id``, no valid timestamp, or ``source`` is not ``stream``/``reconciliation``.
     """
     if not isinstance(data, dict):
-        raise Malformed("order: not a map", f"got {type(data).__name__}", data)
+        raise MalformedMessage("order: not a map", f"got {type(data).__name__}", data)
     if type(source) is not str or source not in ORDER_SOURCES:
-        raise Malformed("order: bad source", f"source={excerpt(source, 40)}", data)
+        raise MalformedMessage("order: bad source", f"source={excerpt(source, 40)}", data)
     name = data.get("event")
     if not _non_empty_str(name):
-        raise Malformed("order: bad event", f"event={excerpt(name, 40)}", data)
+        raise MalformedMessage("order: bad event", f"event={excerpt(name, 40)}", data)
     order = data.get("order")
     if not isinstance(order, dict):
-        raise Malformed("order: no order object", f"order={excerpt(order, 40)}", data)
+        raise MalformedMessage("order: no order object", f"order={excerpt(order, 40)}", data)
     if not _non_empty_str(order.get("id")):
-        raise Malformed("order: no order id", f"id={excerpt(order.get('id'), 40)}", data)
+        raise MalformedMessage("order: no order id", f"id={excerpt(order.get('id'), 40)}", data)
     raw_ts = data.get("timestamp")
     if raw_ts is None:
         # Older messages omit `timestamp` on some events (e.g. `new`); the order's
@@ -63,11 +64,11 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
         ts_ns = to_ns(raw_ts)
         timestamp = format_ns(ts_ns)
     except ValueError as exc:
-        raise Malformed("order: bad timestamp", str(exc), data) from None
+        raise MalformedMessage("order: bad timestamp", str(exc), data) from None
     try:
         received_at = format_received(received_at_ns)
     except ValueError as exc:
-        raise Malformed("order: bad received_at", str(exc), data) from None
+        raise MalformedMessage("order: bad received_at", str(exc), data) from None
     event: dict[str, Any] = {
         "type": ORDER_UPDATE_TYPE,
         "symbol": order.get("symbol"),
@@ -115,7 +116,7 @@ def state_id_of(event: dict[str, Any]) -> str:
 
 
 def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
-    """Normalize and encode one order event; raises Malformed."""
+    """Normalize and encode one order event; raises MalformedMessage."""
     event = normalize_order(data, received_at_ns, source)
     encoded = encode_event(event)
     fields = (

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery_app import app
-from celery_app.errors import MalformedMessage
-from celery_app.keys import ORDER_EVENT_TASK
-from tasks.malformed import excerpt
+from celery import shared_task
+
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.keys import ORDER_EVENT_TASK
+from alpaca_broker.logs import excerpt
 from tasks.order_events import prepare_order
 from tasks.publisher import get_publisher
 from tasks.retry import retryable_redis_errors
@@ -16,7 +17,7 @@ from tasks.retry import retryable_redis_errors
 log = logging.getLogger(__name__)
 
 
-@app.task(name=ORDER_EVENT_TASK)
+@shared_task(name=ORDER_EVENT_TASK)
 def publish_event(data: dict[str, Any], received_at_ns: int, source: str) -> bool:
     """Normalize a ``trade_updates`` ``data`` object and publish it exactly once.
 

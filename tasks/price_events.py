@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from celery_app.errors import MalformedMessage
-from celery_app.schema import EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import excerpt
+from alpaca_broker.schema import EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
 from tasks.encoding import encode_event
-from tasks.malformed import Malformed, excerpt
 from tasks.timestamps import format_ns, format_received, to_ns
 
 
@@ -37,29 +37,29 @@ def normalize_price(raw: Any, received_at_ns: Any) -> dict[str, Any]:
 
     Every contract field is present (``None`` when Alpaca did not send it) and numbers are
     kept as sent. ``raw["t"]`` may be ns since the epoch (int), RFC 3339 or a msgpack
-    Timestamp. Raises Malformed (a MalformedMessage) on an unknown ``T``, a missing required
+    Timestamp. Raises MalformedMessage on an unknown ``T``, a missing required
     key, a bad symbol or a bad timestamp.
     """
     if not isinstance(raw, dict):
-        raise Malformed("not a map", f"got {type(raw).__name__}", raw)
+        raise MalformedMessage("not a map", f"got {type(raw).__name__}", raw)
     code = raw.get("T")
     if type(code) is not str or code not in FIELD_MAPS:
-        raise Malformed("unknown T", f"T={excerpt(code, 40)}", raw)
+        raise MalformedMessage("unknown T", f"T={excerpt(code, 40)}", raw)
     missing = [key for key in REQUIRED_KEYS[code] if raw.get(key) is None]
     if missing:
-        raise Malformed("missing keys", f"T={code} lacks {sorted(missing)}", raw)
+        raise MalformedMessage("missing keys", f"T={code} lacks {sorted(missing)}", raw)
     symbol = raw["S"]
     if type(symbol) is not str or not symbol:
-        raise Malformed("bad symbol", f"S={excerpt(symbol, 40)}", raw)
+        raise MalformedMessage("bad symbol", f"S={excerpt(symbol, 40)}", raw)
     try:
         ts_ns = to_ns(raw["t"])
         timestamp = format_ns(ts_ns)
     except ValueError as exc:
-        raise Malformed("bad timestamp", str(exc), raw) from None
+        raise MalformedMessage("bad timestamp", str(exc), raw) from None
     try:
         received_at = format_received(received_at_ns)
     except ValueError as exc:
-        raise Malformed("bad received_at", str(exc), raw) from None
+        raise MalformedMessage("bad received_at", str(exc), raw) from None
     event: dict[str, Any] = {
         "type": EVENT_TYPES[code],
         "symbol": symbol,
@@ -73,7 +73,7 @@ def normalize_price(raw: Any, received_at_ns: Any) -> dict[str, Any]:
 
 
 def prepare_price(raw: Any, received_at_ns: Any) -> PriceEvent:
-    """Normalize and encode one market-data message; raises Malformed."""
+    """Normalize and encode one market-data message; raises MalformedMessage."""
     event = normalize_price(raw, received_at_ns)
     return PriceEvent(
         symbol=event["symbol"],
@@ -89,12 +89,14 @@ def prepare_batch(items: Any) -> PriceBatch:
     """Every item ``[received_at_ns, raw]`` of a price task; bad items are set aside, not raised."""
     batch = PriceBatch()
     if not isinstance(items, list):
-        batch.malformed.append(Malformed("bad batch", f"not a list: {type(items).__name__}", items))
+        batch.malformed.append(
+            MalformedMessage("bad batch", f"not a list: {type(items).__name__}", items)
+        )
         return batch
     for item in items:
         try:
             if not isinstance(item, list | tuple) or len(item) != 2:
-                raise Malformed("bad item", "not a [received_at_ns, raw] pair", item)
+                raise MalformedMessage("bad item", "not a [received_at_ns, raw] pair", item)
             batch.events.append(prepare_price(item[1], item[0]))
         except MalformedMessage as exc:
             batch.malformed.append(exc)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery_app import app
-from celery_app.keys import PRICES_BATCH_TASK
-from tasks.malformed import MalformedReporter
+from celery import shared_task
+
+from alpaca_broker.keys import PRICES_BATCH_TASK
+from alpaca_broker.logs import MalformedReporter
 from tasks.price_events import prepare_batch
 from tasks.publisher import get_publisher
 from tasks.retry import retryable_redis_errors
@@ -16,11 +17,11 @@ log = logging.getLogger(__name__)
 _reporter = MalformedReporter(log)
 
 
-@app.task(name=PRICES_BATCH_TASK)
+@shared_task(name=PRICES_BATCH_TASK)
 def publish_batch(items: list[Any]) -> int:
     """Normalize ``[received_at_ns, raw]`` items and publish the valid ones; returns how many.
 
-    Malformed items are skipped and reported (rate-limited); Redis faults raise so that the
+    MalformedMessage items are skipped and reported (rate-limited); Redis faults raise so that the
     task's delivery policy retries the batch.
     """
     batch = prepare_batch(items)

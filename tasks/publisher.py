@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 import redis
 from redis.exceptions import NoScriptError
 
-from celery_app.keys import Keys
-from celery_app.settings import Settings, load_settings
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings, load_settings
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER, PRICES, LuaScript

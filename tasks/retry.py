@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import redis
 
-from celery_app.errors import RetryableError, is_retryable
+from alpaca_broker.errors import RetryableError, is_retryable
 
 
 @contextmanager

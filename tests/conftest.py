@@ -68,8 +68,8 @@ def inproc_worker(redis_url: str) -> Iterator[Celery]:
     """
     from celery.contrib.testing.worker import start_worker
 
+    from alpaca_broker.settings import load_settings
     from celery_app import app
-    from celery_app.settings import load_settings
     from tasks.publisher import reset_publisher
 
     previous = os.environ.get("REDIS_URL")

@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 import redis
 
-from celery_app.keys import Keys
+from alpaca_broker.keys import Keys
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO, process_env
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis
 
+from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer
-from celery_app.keys import Keys
 from simulator.api import Simulator
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until

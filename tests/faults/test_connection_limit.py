@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from celery_app.keys import PRICES_QUEUE
+from alpaca_broker.keys import PRICES_QUEUE
 from simulator import messages as m
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from celery_app.keys import ORDERS_QUEUE, Keys
+from alpaca_broker.keys import ORDERS_QUEUE, Keys
 from simulator.api import Simulator
 from tests.harness.faults import order_stream, stream_key, wait_producer_running
 from tests.harness.producer import ProducerProcess

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
 from alpaca_broker.redis_server import RedisServer
-from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.faults import (

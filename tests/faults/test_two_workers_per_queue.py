@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
 from simulator import messages as m
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, Keys
 from simulator import messages as m
 from simulator.api import Simulator
 from simulator.clock import parse_time

@@ -11,9 +11,9 @@ import pytest
 from kombu import Connection, Exchange, Producer
 from kombu.utils import json as kombu_json
 
-from celery_app.app import celery_config, create_app, loads_json
-from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
-from celery_app.settings import Settings
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
+from alpaca_broker.settings import Settings
+from celery_app.config import celery_config, create_app, loads_json
 from tests.harness.wait import wait_until
 
 PROBE_APP = "tests.harness.probe_tasks"

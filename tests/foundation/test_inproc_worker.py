@@ -7,7 +7,7 @@ import time
 
 from celery import Celery
 
-from celery_app.keys import PRICES_BATCH_TASK, Keys
+from alpaca_broker.keys import PRICES_BATCH_TASK, Keys
 from tests.harness.wait import wait_until
 
 

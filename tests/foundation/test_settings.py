@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_app.errors import ConfigError
-from celery_app.logs import set_component, setup_logging
-from celery_app.settings import Settings, load_settings
+from alpaca_broker.errors import ConfigError
+from alpaca_broker.logs import set_component, setup_logging
+from alpaca_broker.settings import Settings, load_settings
 from tests.harness.workers import REPO, process_env
 
 SECRET = "SK-do-not-print-7c1f"
@@ -154,7 +154,7 @@ def test_worker_logs_never_show_the_credentials(redis_url, redis_client, worker_
         redis_url, app="tests.harness.probe_tasks", queues="orders", env=env,
         extra_args=("-l", "DEBUG"),
     )  # fmt: skip
-    from celery_app.app import create_app
+    from celery_app.config import create_app
 
     create_app(Settings(REDIS_URL=redis_url, _env_file=None)).send_task("orders.probe", ["s", "x"])
     from tests.harness.wait import wait_until

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import redis
 
-from celery_app.keys import Keys
+from alpaca_broker.keys import Keys
 from simulator.api import Simulator
 from simulator.clock import parse_time
 from simulator.orders import TERMINAL_STATUSES

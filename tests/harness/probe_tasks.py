@@ -10,8 +10,8 @@ from functools import cache
 
 import redis
 
+from alpaca_broker.settings import load_settings
 from celery_app import app
-from celery_app.settings import load_settings
 
 __all__ = ["app", "probe"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from celery_app.keys import Keys
+from alpaca_broker.keys import Keys
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO, process_env
 

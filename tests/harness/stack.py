@@ -19,10 +19,10 @@ from typing import Any
 import redis
 from celery import Celery
 
+from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer, free_port
-from celery_app.app import create_app
-from celery_app.keys import Keys
-from celery_app.settings import Settings
+from alpaca_broker.settings import Settings
+from celery_app.config import create_app
 from tests.harness.compose import command, local_argv, service_env
 from tests.harness.service import ServiceProcess
 from tests.harness.workers import REPO

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from celery_app.logs import setup_logging
+from alpaca_broker.logs import setup_logging
 from producers.main import run_until_signalled
 from producers.supervisor import Supervisor
 from tests.harness.units import HoldingUnit

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from celery_app.errors import CredentialsRejected
+from alpaca_broker.errors import CredentialsRejected
 from producers.unit import ProducerUnit
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from celery_app.settings import Settings
+from alpaca_broker.settings import Settings
 from tests.harness.compose import local_argv, run_healthcheck
 from tests.harness.stack import OpsStack
 from tests.harness.workers import REPO

@@ -12,7 +12,7 @@ import pytest
 
 from alpaca_broker.health import flow, problems, render
 from alpaca_broker.redis_server import free_port
-from celery_app.settings import Settings
+from alpaca_broker.settings import Settings
 from simulator.api import Simulator
 from tests.harness.stack import OpsStack
 from tests.harness.wait import wait_until

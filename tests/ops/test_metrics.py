@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from celery_app.settings import Settings
+from alpaca_broker.settings import Settings
 from producers.metrics import CONTENT_TYPE, render
 from tests.harness.stack import OpsStack
 from tests.harness.wait import wait_until

@@ -11,8 +11,8 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 
-from celery_app.keys import Keys
-from celery_app.settings import Settings
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings
 from producers.buffer import EventBuffer
 from producers.reconciler import LOOKBACK_MARGIN_S, OrderItem, Reconciler
 from producers.status import StreamStatus

@@ -17,10 +17,10 @@ import requests
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
+from alpaca_broker.recording import RecordingWriter
 from simulator import messages
 from simulator.cli import build_parser, main
 from simulator.probe import count_messages
-from simulator.recording import RecordingWriter
 from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,13 +17,13 @@ from alpaca.trading.requests import GetOrdersRequest
 from alpaca.trading.stream import TradingStream
 from websockets.sync.client import connect
 
-from simulator import Simulator, messages
-from simulator.recording import (
+from alpaca_broker.recording import (
     RecordingError,
     RecordingReader,
     RecordingWriter,
     read_recording,
 )
+from simulator import Simulator, messages
 from tests.harness.wait import wait_until
 from tests.simulator.conftest import Running, collector
 

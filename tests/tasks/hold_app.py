@@ -13,9 +13,9 @@ from typing import Any
 import redis
 from celery import signals
 
+from alpaca_broker.keys import ORDER_EVENT_TASK
+from alpaca_broker.settings import load_settings
 from celery_app import app
-from celery_app.keys import ORDER_EVENT_TASK
-from celery_app.settings import load_settings
 
 __all__ = ["HOLDING", "app"]
 

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celery_app.errors import MalformedMessage
-from celery_app.schema import COMMON_FIELDS, ORDER_HASH_FIELDS, ORDER_UPDATE_FIELDS
-from tasks.malformed import Malformed
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.schema import COMMON_FIELDS, ORDER_HASH_FIELDS, ORDER_UPDATE_FIELDS
 from tasks.order_events import normalize_order, prepare_order
 from tests.tasks.payloads import RECEIVED_NS, load_json, trade_update, trade_updates
 
@@ -129,7 +128,7 @@ MALFORMED = load_json("malformed_trade_updates.json")
 
 @pytest.mark.parametrize("case", MALFORMED, ids=[c["case"] for c in MALFORMED])
 def test_malformed_order_events_raise_with_their_kind(case):
-    with pytest.raises(Malformed) as caught:
+    with pytest.raises(MalformedMessage) as caught:
         normalize_order(case["data"], RECEIVED_NS, case["source"])
     assert caught.value.kind == case["kind"]
 
@@ -137,7 +136,7 @@ def test_malformed_order_events_raise_with_their_kind(case):
 def test_lone_surrogate_cannot_be_published():
     data = trade_update("AAPL", "new")
     data["order"]["client_order_id"] = "bad\ud800"
-    with pytest.raises(Malformed, match="unencodable"):
+    with pytest.raises(MalformedMessage, match="unencodable"):
         prepare_order(data, RECEIVED_NS, "stream")
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from celery_app.errors import MalformedMessage
-from celery_app.schema import COMMON_FIELDS, EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
-from tasks.malformed import Malformed, MalformedReporter, kind_of
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import MalformedReporter
+from alpaca_broker.schema import COMMON_FIELDS, EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
 from tasks.price_events import (
     PriceEvent,
     newest_per_type,
@@ -96,7 +96,7 @@ MALFORMED = load_json("malformed_market_data.json")
 
 @pytest.mark.parametrize("case", MALFORMED, ids=[c["case"] for c in MALFORMED])
 def test_malformed_messages_raise_with_their_kind(case):
-    with pytest.raises(Malformed) as caught:
+    with pytest.raises(MalformedMessage) as caught:
         normalize_price(case["raw"], RECEIVED_NS)
     assert caught.value.kind == case["kind"]
     assert caught.value.context == case["raw"]
@@ -104,13 +104,13 @@ def test_malformed_messages_raise_with_their_kind(case):
 
 @pytest.mark.parametrize("received", ["1700000000000000000", 1.7e18, None, True, -5])
 def test_bad_receive_time_is_malformed(received):
-    with pytest.raises(Malformed, match="received_at"):
+    with pytest.raises(MalformedMessage, match="received_at"):
         normalize_price(json_messages()[0], received)
 
 
 def test_nan_price_cannot_be_published():
     msg = {"T": "t", "S": "AAPL", "p": float("nan"), "s": 1, "t": 0}
-    with pytest.raises(Malformed, match="unencodable"):
+    with pytest.raises(MalformedMessage, match="unencodable"):
         prepare_price(msg, RECEIVED_NS)
 
 
@@ -122,7 +122,7 @@ def test_batch_keeps_valid_items_and_sets_aside_malformed_ones():
     items.insert(5, [RECEIVED_NS, {"T": "t", "S": "AAPL", "p": 1, "s": 1, "t": "nope"}])
     batch = prepare_batch(items)
     assert [e.json for e in batch.events] == expected_events()
-    assert [kind_of(m) for m in batch.malformed] == ["unknown T", "bad item", "bad timestamp"]
+    assert [m.kind for m in batch.malformed] == ["unknown T", "bad item", "bad timestamp"]
 
 
 def test_a_batch_that_is_not_a_list_is_one_malformed_item():
@@ -159,10 +159,12 @@ def test_reporter_logs_once_per_kind_per_interval(caplog):
     )
     caplog.set_level(logging.WARNING, logger="test.malformed")
     kinds = ["unknown T", "unknown T", "bad timestamp", "unknown T"]
-    logged = [reporter.report(Malformed(kind, "x", {"T": "?"}), "price message") for kind in kinds]
+    logged = [
+        reporter.report(MalformedMessage(kind, "x", {"T": "?"}), "price message") for kind in kinds
+    ]
     assert logged == [True, False, True, False]
     now[0] = 61.0
-    assert reporter.report(Malformed("unknown T", "x", {"T": "?"}), "price message")
+    assert reporter.report(MalformedMessage("unknown T", "x", {"T": "?"}), "price message")
     assert reporter.total == 5
     assert len(caplog.records) == 3
     assert "and 2 more of this kind" in caplog.records[-1].getMessage()
@@ -209,5 +211,5 @@ def test_batch_never_raises_on_arbitrary_input(items):
 
 def test_lone_surrogate_symbol_cannot_be_published():
     msg = {"T": "t", "S": "A\ud800", "p": 1.5, "s": 1, "t": 0}
-    with pytest.raises(Malformed, match="unencodable"):
+    with pytest.raises(MalformedMessage, match="unencodable"):
         prepare_price(msg, RECEIVED_NS)

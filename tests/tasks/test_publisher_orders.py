@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_app.keys import Keys
+from alpaca_broker.keys import Keys
 from tasks.order_events import OrderEvent, prepare_order
 from tasks.publisher import OrderResult, Publisher
 from tests.harness.wait import wait_until

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from celery_app.keys import Keys
+from alpaca_broker.keys import Keys
 from tasks.price_events import PriceEvent, prepare_price
 from tasks.publisher import Publisher
 from tests.harness.wait import wait_until

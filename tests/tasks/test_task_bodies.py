@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from celery_app.app import ORDER_POLICY, PRICE_POLICY
-from celery_app.errors import RetryableError
-from celery_app.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK
-from celery_app.schema import EVENT_TYPES
+from alpaca_broker.errors import RetryableError
+from alpaca_broker.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK
+from alpaca_broker.schema import EVENT_TYPES
+from celery_app.config import ORDER_POLICY, PRICE_POLICY
 from tasks import orders, prices
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent

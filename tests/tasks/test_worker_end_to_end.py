@@ -10,9 +10,9 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_app.app import create_app
-from celery_app.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK, Keys
-from celery_app.settings import Settings
+from alpaca_broker.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK, Keys
+from alpaca_broker.settings import Settings
+from celery_app.config import create_app
 from tests.harness.wait import wait_until
 from tests.tasks.hold_app import HOLDING
 from tests.tasks.payloads import one_of_each_type, trade_update

@@ -17,7 +17,7 @@ from alpaca.common.enums import BaseURL
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from celery_app.errors import ConfigError
+from alpaca_broker.errors import ConfigError
 
 DataChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses", "lulds"]
 DATA_CHANNELS: tuple[DataChannel, ...] = (

@@ -11,10 +11,10 @@ from celery import Celery, signals
 from kombu import Exchange, Queue, serialization
 from kombu.utils import json as kombu_json
 
-from celery_app.errors import RETRYABLE
-from celery_app.keys import ORDERS_QUEUE, PRICES_QUEUE
-from celery_app.logs import setup_logging
-from celery_app.settings import Settings, load_settings
+from alpaca_broker.errors import RETRYABLE
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
+from alpaca_broker.logs import setup_logging
+from alpaca_broker.settings import Settings, load_settings
 
 TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders")
 

@@ -11,9 +11,13 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, TextIO
+
+from alpaca_broker.errors import MalformedMessage
 
 _local = threading.local()
 _default_component = "main"
@@ -112,3 +116,58 @@ def setup_logging(
     # Chatty libraries: their INFO lines are per connection or per message.
     for name in ("websockets", "urllib3", "asyncio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+_CONTEXT_CHARS = 300
+
+
+def excerpt(value: object, limit: int = _CONTEXT_CHARS) -> str:
+    """A bounded ``repr`` of the offending input, for a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+@dataclass
+class _Tally:
+    suppressed: int = 0
+    last_logged: float = float("-inf")
+
+
+@dataclass
+class MalformedReporter:
+    """Counts malformed input and logs it once per kind per ``interval`` seconds.
+
+    The first occurrence of a kind is logged at once with its context; later ones within the
+    interval are only counted, and the count is reported with the next line of that kind, so
+    a flood of bad input cannot flood the log. One reporter per read loop or task module.
+    """
+
+    logger: logging.Logger
+    interval: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    total: int = 0
+    _tallies: dict[str, _Tally] = field(default_factory=dict)
+
+    def report(self, exc: MalformedMessage, where: str) -> bool:
+        """Count ``exc`` (seen in ``where``); returns True when a line was logged."""
+        self.total += 1
+        tally = self._tallies.setdefault(exc.kind, _Tally())
+        now = self.clock()
+        if now - tally.last_logged < self.interval:
+            tally.suppressed += 1
+            return False
+        if tally.suppressed:
+            self.logger.warning(
+                "skipped malformed %s: %s; input=%s (and %d more of this kind since last logged)",
+                where,
+                exc,
+                excerpt(exc.context),
+                tally.suppressed,
+            )
+        else:
+            self.logger.warning(
+                "skipped malformed %s: %s; input=%s", where, exc, excerpt(exc.context)
+            )
+        tally.suppressed = 0
+        tally.last_logged = now
+        return True

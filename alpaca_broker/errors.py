@@ -34,7 +34,17 @@ class CredentialsRejected(FatalError):
 
 
 class MalformedMessage(FatalError):
-    """A message that cannot be normalized; it is counted, logged once and skipped."""
+    """A message that cannot be normalized: ``kind`` says why, ``context`` shows where.
+
+    Never retried: counted, logged (rate-limited, ``alpaca_broker.logs.MalformedReporter``)
+    and skipped, in the producer's read loops and the workers' normalizers alike.
+    """
+
+    def __init__(self, kind: str, detail: str = "", context: object = None) -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+        self.context = context
 
 
 class RetryableError(BrokerError):

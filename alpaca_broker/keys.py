@@ -13,7 +13,7 @@ ORDERS_QUEUE = "orders"
 QUEUES = (PRICES_QUEUE, ORDERS_QUEUE)
 
 # Tasks are sent by name: producers never import task bodies. The `prices.` / `orders.`
-# prefix decides a task's queue and its delivery policy (celery_app.app.DeliveryPolicy).
+# prefix decides a task's queue and its delivery policy (celery_app.config.DeliveryPolicy).
 PRICES_BATCH_TASK = "prices.publish_batch"
 ORDER_EVENT_TASK = "orders.publish_event"
 
