@@ -1,8 +1,10 @@
-"""The reconnect loop shared by both streams: state machine, backoff, fatal errors.
+"""Connection lifecycle of every stream: connect, read, reconnect, in a thread of its own.
 
 alpaca-py's own ``run()`` retries rejected credentials forever and returns silently on
-``insufficient subscription``; this loop uses alpaca-py's protocol steps (connect, auth,
-subscribe, dispatch) but owns the lifecycle, so those cases stop the producer (exit 3).
+``insufficient subscription``; :func:`run_connection` uses alpaca-py's protocol steps
+(connect, auth, subscribe) through a :class:`StreamClient` but owns the lifecycle, so those
+cases stop the producer (exit 3), a 406 waits out Alpaca's reaping window, and every other
+failure backs off with jitter. :class:`StreamUnit` runs that loop on its own asyncio loop.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import websockets
 
 from alpaca_broker.errors import CredentialsRejected
-from producers.backoff import Backoff
-from producers.status import StreamStatus
+from producers.health import StreamStatus
+from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class StreamClient(Protocol):
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    """How long to wait before connecting again."""
+    """How long to wait before connecting again (one policy for every stream)."""
 
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
     # Alpaca allows one connection per key and endpoint and reaps a half-dead one after
@@ -141,3 +144,58 @@ def _describe(exc: BaseException) -> str:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+class StreamUnit(ProducerUnit):
+    """Runs one stream client's connection loop on its own asyncio loop in this thread.
+
+    ``make_client`` builds a fresh client per run (a restart after a crash gets a new one);
+    ``on_connected`` runs on the loop after every (re)connect (the order stream triggers a
+    reconciliation there: Alpaca replays nothing).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        status: StreamStatus,
+        policy: ReconnectPolicy,
+        make_client: Callable[[], StreamClient],
+        on_connected: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._status = status
+        self._policy = policy
+        self._make_client = make_client
+        self._on_connected = on_connected
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._client: StreamClient | None = None
+        self._stopping = threading.Event()
+        self._closing: asyncio.Future[None] | None = None
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._client = self._make_client()
+        if self._stopping.is_set():
+            return
+        await run_connection(
+            self._client, self._status, self._stop, self._policy, self._on_connected
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to stop
+                self._loop.call_soon_threadsafe(self._stop_on_loop)
+
+    def _stop_on_loop(self) -> None:
+        assert self._stop is not None
+        self._stop.set()
+        if self._client is not None:
+            self._closing = asyncio.ensure_future(self._client.close())  # wakes a pending recv()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._status.snapshot()

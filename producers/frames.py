@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-
-from alpaca_broker.schema import REQUIRED_KEYS
 
 CONTROL_TYPES = frozenset({"success", "subscription", "error"})
 
@@ -22,17 +21,17 @@ class ParsedFrame:
     malformed: list[tuple[str, object]] = field(default_factory=list)
 
 
-def parse_frame(frame: bytes | str) -> ParsedFrame:
+def parse_frame(frame: bytes | str, required_keys: Mapping[str, frozenset[str]]) -> ParsedFrame:
     """Split one data-stream frame (msgpack, or JSON text) into its messages.
 
-    A market message needs a known ``T`` and every key of ``REQUIRED_KEYS`` (checked here,
+    A market message needs a ``T`` of ``required_keys`` and every key listed for it (checked here,
     cheaply, so that one bad message is skipped and counted while the rest of its frame
     flows). Never raises: bad input ends up in ``malformed`` as (reason, context).
     """
     parsed = ParsedFrame()
     try:
         decoded = msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
-    except Exception:  # msgpack raises several unrelated types for garbage
+    except Exception:  # msgpack raises several unrelated types for garbage (and RecursionError)
         parsed.malformed.append(("undecodable frame", frame[:64]))
         return parsed
     if not isinstance(decoded, list):
@@ -43,7 +42,7 @@ def parse_frame(frame: bytes | str) -> ParsedFrame:
         if not isinstance(kind, str):
             parsed.malformed.append(("no T" if kind is None else "unknown type", msg))
             continue
-        required = REQUIRED_KEYS.get(kind)
+        required = required_keys.get(kind)
         if required is not None:
             if required <= msg.keys():
                 parsed.market.append(msg)

@@ -1,23 +1,145 @@
-"""The hand-off thread: drains a stream's buffer into Celery tasks, in batches, in order."""
+"""The hand-off: a stream's read loop appends to a buffer; a thread drains it into Celery.
+
+The read loop must never wait on Redis, so each message goes into an :class:`EventBuffer`
+(with its receive time, as a :class:`Message`) and :class:`Handoff`, a unit of its own,
+sends batches as Celery tasks through a :class:`TaskSender`, holding a batch and backing
+off while the broker is unreachable.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import msgpack
+from celery import Celery
 
 from alpaca_broker.errors import is_retryable
-from producers.backoff import Backoff
-from producers.buffer import EventBuffer
-from producers.status import StreamStatus
-from producers.unit import ProducerUnit
+from producers.health import StreamStatus
+from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Message(NamedTuple):
+    """One message on its way to Celery: when it was read, what it is, where it came from.
+
+    ``received_ns`` is stamped by the read loop when the frame came off the socket (the
+    contract's ``received_at``); ``source`` is ``stream``, or ``reconciliation`` for an order
+    state recovered through REST.
+    """
+
+    received_ns: int
+    payload: Any
+    source: str = "stream"
+
+
+class EventBuffer(Generic[T]):
+    """A FIFO the read loop appends to without ever blocking.
+
+    Bounded (``maxlen``): when full, the oldest item is dropped and counted in
+    ``status.dropped`` — right for prices, where a newer price supersedes an older one.
+    Unbounded (``maxlen=None``): nothing is ever dropped — right for orders — and a warning
+    is logged each time the backlog doubles past ``warn_at``.
+    """
+
+    def __init__(self, status: StreamStatus, maxlen: int | None, warn_at: int = 1000) -> None:
+        self._items: deque[T] = deque(maxlen=maxlen)
+        self._maxlen = maxlen
+        self._status = status
+        self._ready = threading.Event()
+        self._warn_at = warn_at
+
+    def put(self, item: T) -> None:
+        """Append ``item``; never blocks (called on the stream's event loop)."""
+        items = self._items
+        if self._maxlen is not None and len(items) == self._maxlen:
+            self._status.dropped += 1  # deque(maxlen) evicts the oldest on append
+        items.append(item)
+        if len(items) >= self._warn_at and self._maxlen is None:
+            log.warning(
+                "%s backlog holds %d events (broker unreachable?)", self._status.name, len(items)
+            )
+            self._warn_at *= 2
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until an item is there (True) or ``timeout`` passes (False)."""
+        if self._items:
+            return True
+        self._ready.clear()
+        if self._items:  # appended between the check and the clear
+            return True
+        return self._ready.wait(timeout)
+
+    def take(self, limit: int) -> list[T]:
+        """Remove and return up to ``limit`` items, oldest first."""
+        items = self._items
+        taken: list[T] = []
+        while items and len(taken) < limit:
+            taken.append(items.popleft())
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# Fail fast (about half a second) and let the hand-off thread back off and keep its batch:
+# Celery's own retry would block the thread for as long as Redis stays down.
+SEND_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.3,
+}
+
+
+class TaskSender:
+    """One hand-off thread's connection to the broker; not shared between threads."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._acquired: Any = None
+
+    def send(self, task_name: str, args: list[Any], argsrepr: str | None = None) -> None:
+        """Publish one task message (JSON); raises the broker's error when it cannot.
+
+        ``argsrepr`` is what Flower and the logs show for the arguments (default: Celery's
+        repr of them, which for a batch of hundreds of events costs more than it tells).
+        """
+        if self._acquired is None:
+            self._acquired = self._app.producer_pool.acquire(block=True)
+        try:
+            self._app.send_task(
+                task_name,
+                args=args,
+                producer=self._acquired,
+                retry=True,
+                retry_policy=SEND_RETRY_POLICY,
+                argsrepr=argsrepr,
+            )
+        except Exception:
+            self.close()  # the next send starts on a fresh connection
+            raise
+
+    def close(self) -> None:
+        """Give the connection back (dropping it if it broke)."""
+        if self._acquired is not None:
+            try:
+                self._acquired.release()
+            except Exception:  # a broken connection may fail to release; it is gone either way
+                log.debug("producer release failed", exc_info=True)
+            self._acquired = None
+
+
 Send = Callable[[list[T]], None]
 
 
@@ -54,6 +176,7 @@ class Handoff(ProducerUnit, Generic[T]):
         self._backoff = backoff or Backoff(base=0.25, cap=5.0)
         self._stop = threading.Event()
         self._pending: list[T] = []
+        status.buffered = lambda: len(self._buffer) + len(self._pending)
 
     def run(self) -> None:
         failures = 0
@@ -120,3 +243,33 @@ class Handoff(ProducerUnit, Generic[T]):
         self._status.enqueued += len(self._pending)
         self._pending = []
         return True
+
+
+def to_wire(msg: dict[str, Any]) -> dict[str, Any]:
+    """Make a raw market message JSON-safe: a msgpack Timestamp ``t`` becomes int ns."""
+    t = msg.get("t")
+    if isinstance(t, msgpack.Timestamp):
+        msg["t"] = t.to_unix_nano()
+    return msg
+
+
+def batch_sender(app: Celery, task: str) -> Send[Message]:
+    """Many messages per task, ``[[received_ns, raw], ...]``: the market-data delivery."""
+    sender = TaskSender(app)
+
+    def send(batch: list[Message]) -> None:
+        items = [[m.received_ns, to_wire(m.payload)] for m in batch]
+        sender.send(task, [items], argsrepr=f"[{len(items)} events]")
+
+    return send
+
+
+def each_sender(app: Celery, task: str) -> Send[Message]:
+    """One task per message, ``(payload, received_ns, source)``, in arrival order."""
+    sender = TaskSender(app)
+
+    def send(batch: list[Message]) -> None:
+        for m in batch:
+            sender.send(task, [m.payload, m.received_ns, m.source])
+
+    return send

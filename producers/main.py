@@ -10,9 +10,9 @@ from types import FrameType
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import exit_on_config_error, load_settings
-from producers.heartbeat import Heartbeat
+from producers.health import Heartbeat, ProducerView
 from producers.metrics import MetricsServer
-from producers.registry import STREAMS, build_units
+from producers.streams import STREAMS, Stream, build_streams
 from producers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,16 @@ def parse_streams(value: str) -> tuple[str, ...]:
             "--streams", f"unknown stream {unknown or value!r} (choose from {choices})"
         )
     return names
+
+
+def producer_view(name: str, running: list[Stream], supervisor: Supervisor) -> ProducerView:
+    """What the heartbeat and metrics show: each stream's status, threads, reconciliation."""
+
+    def extra() -> dict[str, object]:
+        stats = [s.reconciliation for s in running if s.reconciliation is not None]
+        return {"reconciliation": stats[0].snapshot()} if stats else {}
+
+    return ProducerView(name, {s.kind.name: s.status for s in running}, supervisor.states, extra)
 
 
 def run_until_signalled(supervisor: Supervisor) -> int:
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--streams",
         default="prices,orders",
-        help="comma-separated streams to run: prices (StockDataStream), orders (TradingStream)",
+        help=f"comma-separated streams to run, any of {','.join(STREAMS)}",
     )
     args = parser.parse_args(argv)
     try:
@@ -73,13 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         secrets=settings.secret_values(),
     )
     log.info("starting producer %r with streams %s", settings.producer_name, ",".join(streams))
+    from celery_app import create_app  # the producer's Celery client, from its settings
+
+    running = build_streams(settings, streams, create_app(settings))
     supervisor = Supervisor(
-        build_units(settings, streams), shutdown_timeout=settings.shutdown_timeout
+        {name: unit for s in running for name, unit in s.units.items()},
+        shutdown_timeout=settings.shutdown_timeout,
     )
-    interval = settings.health_interval
-    supervisor.add("heartbeat", lambda: Heartbeat(settings, supervisor.states, interval))
+    view = producer_view(settings.producer_name, running, supervisor)
+    supervisor.add("heartbeat", lambda: Heartbeat(settings, view))
     if settings.metrics_port is not None:
-        supervisor.add("metrics", lambda: MetricsServer(settings, supervisor.states))
+        supervisor.add("metrics", lambda: MetricsServer(settings, view))
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code

@@ -1,7 +1,7 @@
 """The producer's metrics: the health key's counters in Prometheus text format, over HTTP.
 
-Off unless ``METRICS_PORT`` is set. :func:`render` is pure over the supervisor's states (the
-same view the heartbeat writes, :func:`producers.heartbeat.health_document`);
+Off unless ``METRICS_PORT`` is set. :func:`render` is pure over the producer's view (the
+same document the heartbeat writes, :func:`producers.health.health_document`);
 :class:`MetricsServer` is a supervised unit serving it at ``/metrics``.
 """
 
@@ -15,9 +15,8 @@ from socketserver import TCPServer
 from typing import Any, get_args
 
 from alpaca_broker.settings import Settings
-from producers.heartbeat import States, health_document
-from producers.status import StreamState
-from producers.unit import ProducerUnit
+from producers.health import ProducerView, StreamState, health_document
+from producers.supervisor import ProducerUnit
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,10 @@ def _family(
     return lines
 
 
-def render(producer: str, states: dict[str, dict[str, Any]]) -> str:
+def render(view: ProducerView) -> str:
     """The Prometheus text exposition of one producer's streams and threads (pure)."""
-    doc = health_document(producer, states, "running")
+    producer = view.name
+    doc = health_document(view, "running")
     streams: dict[str, dict[str, Any]] = doc["streams"]
     threads: dict[str, dict[str, Any]] = doc["threads"]
 
@@ -96,7 +96,34 @@ def render(producer: str, states: dict[str, dict[str, Any]]) -> str:
         for t, v in threads.items()
     ]
     lines += _family("thread_up", "gauge", "1 while the supervised thread runs.", running)
+    lines += _reconciliation(producer, doc.get("reconciliation"))
     return "\n".join(lines) + "\n"
+
+
+# (reconciliation field, metric, kind, help) of the order reconciler's counters.
+RECONCILIATION = (
+    ("runs", "reconciliation_runs_total", "counter", "Complete reconciliation passes."),
+    ("recovered", "reconciliation_recovered_total", "counter", "Missed order updates found."),
+    ("failures", "reconciliation_failures_total", "counter", "Failed or incomplete passes."),
+    ("skipped", "reconciliation_skipped_total", "counter", "Orders skipped as malformed/gone."),
+    (
+        "last_success_at",
+        "reconciliation_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last complete pass.",
+    ),
+)
+
+
+def _reconciliation(producer: str, stats: dict[str, Any] | None) -> list[str]:
+    if stats is None:
+        return []
+    lines: list[str] = []
+    for field, name, kind, text in RECONCILIATION:
+        value = stats.get(field)
+        samples = [] if value is None else [({"producer": producer}, value)]
+        lines += _family(name, kind, text, samples)
+    return lines
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/metrics":
             self.send_error(404, "try /metrics")
             return
-        body = render(self.server.producer, self.server.states()).encode()
+        body = render(self.server.view).encode()
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(body)))
@@ -123,10 +150,9 @@ class _MetricsHTTPServer(TCPServer):
     # TCPServer rather than HTTPServer: the latter resolves its host's FQDN at bind time.
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], producer: str, states: States) -> None:
+    def __init__(self, address: tuple[str, int], view: ProducerView) -> None:
         super().__init__(address, _Handler)
-        self.producer = producer
-        self.states = states
+        self.view = view
 
 
 class MetricsServer(ProducerUnit):
@@ -134,11 +160,9 @@ class MetricsServer(ProducerUnit):
 
     name = "metrics"
 
-    def __init__(self, settings: Settings, states: States, poll: float = 0.25) -> None:
+    def __init__(self, settings: Settings, view: ProducerView, poll: float = 0.25) -> None:
         assert settings.metrics_port is not None
-        self._server = _MetricsHTTPServer(
-            (settings.metrics_host, settings.metrics_port), settings.producer_name, states
-        )
+        self._server = _MetricsHTTPServer((settings.metrics_host, settings.metrics_port), view)
         self._server.timeout = poll  # handle_request() returns this often to see stop()
         self._stop = threading.Event()
 

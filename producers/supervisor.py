@@ -1,20 +1,71 @@
-"""Runs named producer units in threads, restarts the ones that die, stops them all cleanly."""
+"""Supervision: the unit interface, backoff, and the supervisor that runs units in threads.
+
+A producer process is a set of named units (a stream's read loop, its hand-off, the
+reconciler, the heartbeat...), each run in its own thread. The supervisor restarts a unit
+that dies on a fresh instance after a jittered backoff, stops the whole process on a
+:class:`FatalError` (rejected credentials: exit 3), and on SIGTERM stops every unit and lets
+each flush what it holds.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from alpaca_broker.errors import FatalError
 from alpaca_broker.logs import set_component
-from producers.backoff import Backoff
-from producers.unit import ProducerUnit
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays that double from ``base`` up to ``cap``, each drawn from ``[d/2, d]``.
+
+    Half the range stays fixed so restarts never bunch up at zero; the other half is jitter
+    so that many clients do not retry in step (Alpaca answers a reconnect storm with 429).
+    """
+
+    base: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait before retry number ``attempt`` (0 for the first retry)."""
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 32)))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class ProducerUnit(ABC):
+    """One named, long-lived piece of a producer process, run in its own thread.
+
+    The supervisor calls :meth:`run` in a fresh thread (and again after a crash, on a fresh
+    instance), :meth:`stop` from another thread to end it, then :meth:`flush` once so that
+    whatever the unit still holds is handed on before the process exits.
+    """
+
+    name: str
+
+    @abstractmethod
+    def run(self) -> None:
+        """Work until :meth:`stop` is called (return) or a failure (raise)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Ask :meth:`run` to return soon; safe to call from any thread, more than once."""
+
+    def flush(self, timeout: float) -> None:  # noqa: B027 - most units hold nothing
+        """Hand on what is still held, within ``timeout`` seconds."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """State and counters for the health key; extended by units that have them."""
+        return {}
+
 
 ThreadState = Literal["starting", "running", "backoff", "stopped", "failed"]
 UnitFactory = Callable[[], ProducerUnit]

@@ -161,7 +161,7 @@ def test_malformed_frames_are_counted_and_skipped_while_valid_ones_flow(
     sim.push_market([m.trade(SYMBOL, time.time_ns(), trade_id=7, price=1.0, size=1)])
     wait_until(lambda: any(e.get("trade_id") == 7 for e in listener.drain()), 15)
     wait_until(lambda: producer.health()["streams"]["prices"]["malformed"] >= 3, 5)
-    assert "skipped malformed input (undecodable frame" in producer.log()
+    assert "skipped malformed prices frame: undecodable frame" in producer.log()
 
 
 def test_dropped_connection_is_reconnected_and_resubscribed(sim, producer, listener) -> None:

@@ -11,8 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from producers.backoff import Backoff
-from producers.supervisor import Supervisor
+from producers.supervisor import Backoff, Supervisor
 from tests.harness.units import CrashingUnit, HoldingUnit, RejectedUnit, StuckUnit
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_broker.errors import CredentialsRejected
-from producers.unit import ProducerUnit
+from producers.supervisor import ProducerUnit
 
 
 class CrashingUnit(ProducerUnit):

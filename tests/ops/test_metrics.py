@@ -10,6 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from alpaca_broker.settings import Settings
+from producers.health import ProducerView, StreamStatus
 from producers.metrics import CONTENT_TYPE, render
 from tests.harness.stack import OpsStack
 from tests.harness.wait import wait_until
@@ -86,9 +87,9 @@ def test_metrics_are_off_unless_metrics_port_is_set() -> None:
 # --- rendering (pure) ------------------------------------------------------------------------
 
 
-def _states(**prices: Any) -> dict[str, dict[str, Any]]:
+def _view(producer: str = "p1", **prices: Any) -> ProducerView:
     thread = {"thread": "running", "restarts": 0, "last_error": None}
-    stream = {
+    fields = {
         "state": "connected",
         "since": 1.0,
         "last_message_at": 1_700_000_000.25,
@@ -97,16 +98,19 @@ def _states(**prices: Any) -> dict[str, dict[str, Any]]:
         "dropped": 1,
         "reconnects": 2,
         "malformed": 1,
+        **prices,
     }
-    return {
-        "prices": {**thread, **stream, **prices},
-        "prices.handoff": {**thread, "restarts": 3, "buffered": 1},
+    status = StreamStatus("prices", **fields, buffered=lambda: 1)
+    threads = {
+        "prices": thread,
+        "prices.handoff": {**thread, "restarts": 3},
         "heartbeat": {**thread, "thread": "backoff"},
     }
+    return ProducerView(producer, {"prices": status}, lambda: threads)
 
 
 def test_render_gives_each_counter_and_gauge_per_stream_and_thread() -> None:
-    samples = parse(render("p1", _states()))
+    samples = parse(render(_view()))
     labels = {"producer": "p1", "stream": "prices"}
 
     assert sample(samples, f"{P}stream_received_total", **labels) == 10
@@ -124,7 +128,7 @@ def test_render_gives_each_counter_and_gauge_per_stream_and_thread() -> None:
 
 
 def test_render_of_a_rejected_stream_without_messages() -> None:
-    samples = parse(render("p1", _states(state="auth_failed", last_message_at=None)))
+    samples = parse(render(_view(state="auth_failed", last_message_at=None)))
     labels = {"producer": "p1", "stream": "prices"}
 
     assert sample(samples, f"{P}stream_connected", **labels) == 0
@@ -133,6 +137,6 @@ def test_render_of_a_rejected_stream_without_messages() -> None:
 
 
 def test_render_escapes_label_values() -> None:
-    text = render('we"ird\\name', _states())
+    text = render(_view('we"ird\\name'))
     assert 'producer="we\\"ird\\\\name"' in text
     assert parse(text)

@@ -9,6 +9,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alpaca_broker.schema import REQUIRED_KEYS
 from producers.frames import parse_frame
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
@@ -16,14 +17,14 @@ PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 
 def test_captured_msgpack_frames_yield_every_market_message() -> None:
     frames = msgpack.unpackb((PAYLOADS / "market_data.msgpack").read_bytes())
-    parsed = [parse_frame(frame) for frame in frames]
+    parsed = [parse_frame(frame, REQUIRED_KEYS) for frame in frames]
     assert all(p.malformed == [] for p in parsed)
     assert {m["T"] for p in parsed for m in p.market} == set("tqbudslcx")
 
 
 def test_json_text_frames_are_read_too() -> None:
     frames = json.loads((PAYLOADS / "market_data.json").read_text())
-    parsed = [parse_frame(json.dumps(frame)) for frame in frames]
+    parsed = [parse_frame(json.dumps(frame), REQUIRED_KEYS) for frame in frames]
     assert sum(len(p.market) for p in parsed) == sum(len(frame) for frame in frames)
 
 
@@ -32,7 +33,7 @@ def test_bad_messages_are_skipped_while_the_rest_of_the_frame_flows() -> None:
     frame = msgpack.packb(
         [good, {"S": "AAPL"}, {"T": "zz", "S": "AAPL"}, {"T": "t", "S": "AAPL"}, 7, good]
     )
-    parsed = parse_frame(frame)
+    parsed = parse_frame(frame, REQUIRED_KEYS)
     assert parsed.market == [good, good]
     assert [reason for reason, _ in parsed.malformed] == [
         "no T", "unknown type", "missing fields", "no T",
@@ -41,15 +42,19 @@ def test_bad_messages_are_skipped_while_the_rest_of_the_frame_flows() -> None:
 
 def test_control_messages_are_kept_apart() -> None:
     parsed = parse_frame(
-        msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}])
+        msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}]),
+        REQUIRED_KEYS,
     )
     assert parsed.control == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]
     assert parsed.market == []
 
 
 def test_undecodable_bytes_and_non_arrays_are_malformed() -> None:
-    assert parse_frame(b"\xc1 not msgpack").malformed[0][0] == "undecodable frame"
-    assert parse_frame(msgpack.packb({"T": "t"})).malformed[0][0] == "frame is not an array"
+    assert parse_frame(b"\xc1 not msgpack", REQUIRED_KEYS).malformed[0][0] == "undecodable frame"
+    assert (
+        parse_frame(msgpack.packb({"T": "t"}), REQUIRED_KEYS).malformed[0][0]
+        == "frame is not an array"
+    )
 
 
 values = st.recursive(
@@ -71,10 +76,10 @@ messages = st.dictionaries(
 
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_raise(frame: bytes) -> None:
-    parse_frame(frame)
+    parse_frame(frame, REQUIRED_KEYS)
 
 
 @given(st.lists(messages | values, max_size=12))
 def test_every_message_of_a_fuzzed_frame_is_kept_or_counted(frame: list[object]) -> None:
-    parsed = parse_frame(msgpack.packb(frame, use_bin_type=True))
+    parsed = parse_frame(msgpack.packb(frame, use_bin_type=True), REQUIRED_KEYS)
     assert len(parsed.market) + len(parsed.control) + len(parsed.malformed) == len(frame)

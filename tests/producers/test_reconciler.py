@@ -13,9 +13,9 @@ from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
-from producers.buffer import EventBuffer
-from producers.reconciler import LOOKBACK_MARGIN_S, OrderItem, Reconciler
-from producers.status import StreamStatus
+from producers.handoff import EventBuffer, Message
+from producers.health import StreamStatus
+from producers.reconciliation import LOOKBACK_MARGIN_S, Reconciler
 
 KEYS = Keys()
 
@@ -48,19 +48,19 @@ class ScriptedRest:
 
 
 @pytest.fixture
-def buffer() -> EventBuffer[OrderItem]:
+def buffer() -> EventBuffer[Message]:
     return EventBuffer(StreamStatus("orders"), None)
 
 
 @pytest.fixture
-def reconciler(redis_url: str, buffer: EventBuffer[OrderItem]) -> Reconciler:
+def reconciler(redis_url: str, buffer: EventBuffer[Message]) -> Reconciler:
     settings = Settings(REDIS_URL=redis_url, _env_file=None)
     return Reconciler(settings, buffer)
 
 
 def _pass(
     reconciler: Reconciler,
-    buffer: EventBuffer[OrderItem],
+    buffer: EventBuffer[Message],
     rest: ScriptedRest,
     client: redis.Redis,
 ) -> list[str]:

@@ -9,12 +9,10 @@ import msgpack
 import pytest
 import websockets
 
-from producers.buffer import EventBuffer
 from producers.connection import classify
-from producers.handoff import BatchPolicy, Handoff
-from producers.prices import to_wire
-from producers.reconcile import missed_event
-from producers.status import StreamStatus
+from producers.handoff import BatchPolicy, EventBuffer, Handoff, to_wire
+from producers.health import StreamStatus
+from producers.reconciliation import missed_event
 from tests.harness.wait import wait_until
 
 
@@ -74,7 +72,7 @@ def test_handoff_holds_the_batch_while_the_broker_is_down_and_keeps_order() -> N
             raise kombu.exceptions.OperationalError("Error 111 connecting")
         sent.extend(batch)
 
-    from producers.backoff import Backoff
+    from producers.supervisor import Backoff
 
     handoff = Handoff(
         "orders.handoff", buffer, status, send, BatchPolicy(1, 0), Backoff(0.01, 0.05)

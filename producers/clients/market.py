@@ -1,0 +1,124 @@
+"""The read loop of every alpaca-py market-data stream: decode once, stamp, count, hand off.
+
+alpaca-py's ``DataStream`` supplies the protocol steps (connect, authenticate) and closing;
+this loop replaces its ``_consume``/``_dispatch``: each frame is decoded once
+(:func:`producers.frames.parse_frame`), stamped with the time it came off the socket, and
+every well-formed market message goes straight to the stream's sink (the hand-off buffer)
+with that time. Handlers never wait: the sink only appends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+
+from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.logs import MalformedReporter
+from alpaca_broker.recording import RecordingWriter
+from producers.frames import parse_frame
+from producers.handoff import Message
+from producers.health import StreamStatus
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Message], None]
+"""Where a stream's messages go: its hand-off buffer's ``put`` (never blocks)."""
+
+# Alpaca error texts after which reconnecting cannot help: the producer stops (exit 3).
+_FATAL_STREAM_ERRORS = ("insufficient subscription", "auth failed")
+
+
+class InputCounter:
+    """Counts a stream's malformed input in its status and logs it, rate-limited."""
+
+    def __init__(self, status: StreamStatus) -> None:
+        self.status = status
+        self._reporter = MalformedReporter(log, interval=10.0)
+
+    def __call__(self, reason: str, context: object) -> None:
+        self.status.malformed += 1
+        self._reporter.report(MalformedMessage(reason, "", context), f"{self.status.name} frame")
+
+
+class MarketDataClient:
+    """A :class:`producers.connection.StreamClient` over an alpaca-py ``DataStream``."""
+
+    def __init__(
+        self,
+        stream: Any,
+        subscription: Mapping[str, list[str]],
+        required: Mapping[str, frozenset[str]],
+        status: StreamStatus,
+        sink: Sink,
+        *,
+        silence_timeout: float | None,
+        recorder: RecordingWriter | None = None,
+        record_as: str = "data",
+    ) -> None:
+        self._stream = stream
+        self._subscription = {"action": "subscribe", **subscription}
+        self._required = required
+        self.status = status
+        self._sink = sink
+        self._silence = silence_timeout
+        self._recorder = recorder
+        self._record_as = record_as
+        self._malformed = InputCounter(status)
+
+    async def open(self) -> None:
+        await self._stream._start_ws()  # alpaca-py: connect, read `connected`, authenticate
+        await self._stream._ws.send(msgpack.packb(self._subscription))
+
+    async def consume(self) -> bool:
+        loop = asyncio.get_running_loop()
+        status, ws, sink = self.status, self._stream._ws, self._sink
+        data_seen = False
+        last_data = loop.time()
+        while True:
+            if self._silence is None:
+                frame = await ws.recv()
+            else:
+                remaining = self._silence - (loop.time() - last_data)
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), max(remaining, 0.001))
+                except TimeoutError:
+                    log.warning(
+                        "%s stream: no market data for %.0fs; reconnecting",
+                        status.name,
+                        self._silence,
+                    )
+                    return data_seen
+            received_ns = time.time_ns()
+            if self._recorder is not None:
+                self._recorder.write(self._record_as, frame, received_ns)
+            parsed = parse_frame(frame, self._required)
+            for reason, context in parsed.malformed:
+                self._malformed(reason, context)
+            for msg in parsed.control:
+                self._on_control(msg)
+            if parsed.market:
+                status.received += len(parsed.market)
+                data_seen = True
+                last_data = loop.time()
+                status.last_message_at = received_ns / 1e9
+                for msg in parsed.market:
+                    sink(Message(received_ns, msg))
+
+    def _on_control(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("T")
+        if kind == "subscription":
+            channels = {k: v for k, v in msg.items() if k != "T" and v}
+            log.info("%s stream: subscribed to %s", self.status.name, channels)
+        elif kind == "error":
+            text = str(msg.get("msg", ""))
+            log.error("%s stream: Alpaca error %s: %s", self.status.name, msg.get("code"), text)
+            if any(t in text for t in _FATAL_STREAM_ERRORS):
+                raise ValueError(text)  # the connection loop turns this into exit code 3
+
+    async def close(self) -> None:
+        await self._stream.close()

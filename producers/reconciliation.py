@@ -1,0 +1,326 @@
+"""Reconciliation: after every (re)connect and periodically, recover missed order updates.
+
+Alpaca replays nothing after a trading-stream gap; only REST knows what happened meanwhile.
+The pure half (:func:`missed_event`) decides which event an order's REST state implies given
+what Redis holds; :class:`Reconciler` is the unit that fetches, diffs and hands the
+differences to the order buffer as ``source: reconciliation`` events (the same task and
+dedupe as streamed ones). One bad order never stops a pass: it is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, cast
+
+import redis
+from alpaca.common.enums import Sort
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import QueryOrderStatus
+from alpaca.trading.requests import GetOrdersRequest
+
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings
+from producers.handoff import EventBuffer, Message
+from producers.supervisor import Backoff, ProducerUnit
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset(
+    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
+)
+
+# An order's REST status -> the trade_updates event that leads to it.
+STATUS_EVENTS = {
+    "new": "new",
+    "accepted": "accepted",
+    "pending_new": "pending_new",
+    "partially_filled": "partial_fill",
+    "filled": "fill",
+    "done_for_day": "done_for_day",
+    "canceled": "canceled",
+    "expired": "expired",
+    "replaced": "replaced",
+    "pending_cancel": "pending_cancel",
+    "pending_replace": "pending_replace",
+    "rejected": "rejected",
+    "suspended": "suspended",
+    "stopped": "stopped",
+    "calculated": "calculated",
+}
+
+PAGE = 500
+MAX_PAGES = 100
+# Closed orders are looked up from a little before the watermark: clock skew between this
+# host and Alpaca, and orders submitted while the previous pass ran.
+LOOKBACK_MARGIN_S = 60.0
+GONE_FIELD = "gone_at"
+"""Set on ``P:order:{ID}`` when REST answers 404 for a non-final order: it is no longer
+looked up (an order of another account or a reset paper account); the hash is kept."""
+
+
+def _qty(value: object) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def missed_event(order: dict[str, Any], held: dict[str, str]) -> dict[str, Any] | None:
+    """The ``trade_updates`` data a gap hid, or None when Redis already shows this state.
+
+    ``held`` is the order's hash in Redis (empty when unknown). A change of status or of
+    filled quantity means an event was missed; the event carries the order as REST shows
+    it, ``timestamp`` = its ``updated_at``, and no ``execution_id`` (REST has none).
+    """
+    status = str(order.get("status", ""))
+    unchanged = held and held.get("status") == status
+    if unchanged and _qty(held.get("filled_qty")) == _qty(order.get("filled_qty")):
+        return None
+    return {
+        "event": STATUS_EVENTS.get(status, status),
+        "order": order,
+        "timestamp": order.get("updated_at"),
+    }
+
+
+def valid_orders(page: object) -> tuple[list[dict[str, Any]], int]:
+    """The well-shaped orders of a REST page, and how many entries were not (pure)."""
+    if not isinstance(page, list):
+        return [], 1
+    good = [o for o in page if isinstance(o, dict) and isinstance(o.get("id"), str) and o["id"]]
+    return good, len(page) - len(good)
+
+
+@dataclass
+class ReconcileStats:
+    """What the health key shows of reconciliation; kept across restarts of the unit."""
+
+    runs: int = 0
+    recovered: int = 0
+    failures: int = 0
+    skipped: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_started: float | None = None  # the previous complete pass: the next watermark
+
+    def snapshot(self) -> dict[str, Any]:
+        doc = asdict(self)
+        del doc["last_started"]
+        return doc
+
+
+class Reconciler(ProducerUnit):
+    """Diffs Alpaca's REST order state against ``P:order:{ID}`` and feeds the differences
+    into the order buffer. REST or Redis failures back off and retry; the stream never
+    waits. ``wake`` and ``stats`` outlive the unit, which the supervisor rebuilds on a crash."""
+
+    name = "orders.reconciler"
+
+    def __init__(
+        self,
+        settings: Settings,
+        buffer: EventBuffer[Message],
+        wake: threading.Event | None = None,
+        stats: ReconcileStats | None = None,
+    ) -> None:
+        self._settings = settings
+        self._buffer = buffer
+        self._keys = Keys(settings.redis_key_prefix)
+        self._wake = wake if wake is not None else threading.Event()
+        self.stats = stats if stats is not None else ReconcileStats()
+        self._stop = threading.Event()
+        self._backoff = Backoff(1.0, 30.0)
+        self.complete = False
+
+    def trigger(self) -> None:
+        """Ask for a reconciliation soon; never blocks (called on the stream's loop)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        key, secret = self._settings.credentials()
+        rest = TradingClient(
+            key,
+            secret,
+            paper=self._settings.alpaca_paper,
+            raw_data=True,
+            url_override=self._settings.trading_api_url,
+        )
+        store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.wait(self._settings.reconcile_interval)
+            if self._stop.is_set():
+                break
+            self._wake.clear()
+            try:
+                self.stats.recovered += self.reconcile_once(rest, store)
+                if self.complete:
+                    self.stats.runs += 1
+                    self.stats.last_success_at = time.time()
+                    self.stats.last_error = None
+                else:
+                    self.stats.failures += 1
+                    self.stats.last_error = "incomplete pass: not every order could be listed"
+                failures = 0
+            except Exception as exc:
+                delay = self._backoff.delay(failures)
+                failures += 1
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("reconciliation failed (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(delay):
+                    break
+                self._wake.set()
+
+    def reconcile_once(self, rest: TradingClient, store: redis.Redis) -> int:
+        """One pass; returns how many missed events it handed off.
+
+        It looks at every open order, every order Redis holds as open, and every order
+        submitted since the watermark (``P:orders:reconciled_at``) whatever its status: an
+        order opened and closed while no producer listened is in neither of the first two.
+        When it could not look at all of them (a page failed, paging ran out) it hands off
+        what it found, sets ``complete`` False and keeps the watermark where it was.
+        """
+        started = time.time()
+        since = self._advance_watermark(store, started)
+        open_orders, complete = self._orders(rest, QueryOrderStatus.OPEN, None)
+        orders = {o["id"]: o for o in open_orders}
+        if since is not None:
+            try:
+                closed, closed_complete = self._orders(
+                    rest, QueryOrderStatus.CLOSED, since - LOOKBACK_MARGIN_S
+                )
+            except Exception as exc:
+                # The open orders are still worth diffing; the window is looked at again
+                # next pass, because the watermark does not move past an unscanned one.
+                log.warning("closed orders since the watermark not fetched (%s)", exc)
+                closed, closed_complete = [], False
+            complete = complete and closed_complete
+            for order in closed:
+                orders[order["id"]] = order  # fetched later: at least as new
+        for order_id in self._held_open(store) - orders.keys():
+            order = self._lookup(rest, store, order_id)
+            if order is not None:
+                orders[order_id] = order
+        found = 0
+        for order, held in zip(orders.values(), self._held(store, orders), strict=True):
+            event = missed_event(order, held)
+            if event is not None:
+                self._buffer.put(Message(time.time_ns(), event, "reconciliation"))
+                found += 1
+        if found:
+            log.info("reconciliation recovered %d missed order update(s)", found)
+        self.complete = complete
+        if complete:
+            self.stats.last_started = started
+        return found
+
+    def _advance_watermark(self, store: redis.Redis, started: float) -> float | None:
+        """The watermark to look back from, after moving it to this process's previous pass.
+
+        The previous complete pass's events were handed off long ago, so its start is safe
+        to move to; this pass's start is not (a kill right after it could lose what it
+        found). With no watermark at all (a fresh Redis) there is no gap: start one now.
+        """
+        key = self._keys.orders_reconciled_at
+        if self.stats.last_started is not None:
+            store.set(key, repr(self.stats.last_started))
+            return self.stats.last_started
+        if store.set(key, repr(started), nx=True):
+            return None
+        raw = cast(str | None, store.get(key))
+        return float(raw) if raw is not None else None
+
+    def _orders(
+        self, rest: TradingClient, status: QueryOrderStatus, after: float | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Orders of ``status`` (submitted after ``after`` if given), oldest first, and
+        whether every page was read.
+
+        Alpaca's ``after`` is exclusive, so each next page starts a microsecond before the
+        last order's ``submitted_at``: orders sharing that instant are not skipped (the
+        overlap is removed by id). A page that adds nothing new although full means more
+        than a page of orders share one instant: reported as incomplete, never skipped.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        since = datetime.fromtimestamp(after, UTC) if after is not None else None
+        for _ in range(MAX_PAGES):
+            request = GetOrdersRequest(
+                status=status, nested=True, limit=PAGE, after=since, direction=Sort.ASC
+            )
+            raw = rest.get_orders(request)
+            page, bad = valid_orders(raw)
+            if bad:
+                self.stats.skipped += bad
+                log.warning("skipped %d malformed order(s) in a %s page", bad, status.value)
+            fresh = [o for o in page if o["id"] not in found]
+            found.update((o["id"], o) for o in page)
+            size = len(raw) if isinstance(raw, list) else 0
+            if size < PAGE:
+                return list(found.values()), True
+            last = _submitted_at(page[-1]) if page else None
+            if last is None or not fresh:
+                break
+            since = last - timedelta(microseconds=1)
+        log.warning("%s orders: stopped paging after %d pages", status.value, MAX_PAGES)
+        return list(found.values()), False
+
+    def _lookup(self, rest: TradingClient, store: redis.Redis, order_id: str) -> Any:
+        """REST's state of one order Redis holds as open; None when it is gone or fails."""
+        try:
+            order = rest.get_order_by_id(order_id)
+        except APIError as exc:
+            if exc.status_code == 404:
+                log.warning("order %s is unknown to Alpaca; no longer reconciled", order_id)
+                store.hset(self._keys.order(order_id), GONE_FIELD, repr(time.time()))
+            else:
+                log.warning("order %s not fetched (%s); skipped this pass", order_id, exc)
+            self.stats.skipped += 1
+            return None
+        good, _ = valid_orders([order])
+        if not good:
+            self.stats.skipped += 1
+            log.warning("order %s: malformed REST answer skipped", order_id)
+            return None
+        return good[0]
+
+    def _held(self, store: redis.Redis, orders: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+        """``P:order:{ID}`` of each of ``orders``, in their order, in one round trip."""
+        pipe = store.pipeline(transaction=False)
+        for order_id in orders:
+            pipe.hgetall(self._keys.order(order_id))
+        return cast(list[dict[str, str]], pipe.execute())
+
+    def _held_open(self, store: redis.Redis) -> set[str]:
+        """Orders Redis holds as not final (they may have changed while we were away)."""
+        prefix = self._keys.order("")
+        keys = list(store.scan_iter(match=f"{prefix}*", count=1000))
+        pipe = store.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "status", GONE_FIELD)
+        held = pipe.execute()
+        return {
+            key[len(prefix) :]
+            for key, (status, gone) in zip(keys, held, strict=True)
+            if status is not None and status not in FINAL_STATUSES and gone is None
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.stats.snapshot()
+
+
+def _submitted_at(order: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(order["submitted_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None

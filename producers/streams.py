@@ -1,0 +1,207 @@
+"""The table of stream kinds, and the units each kind runs.
+
+Every stream the producer can hold is one :class:`StreamKind` entry in :data:`STREAMS`: its
+alpaca-py client class and endpoint setting, how its channels are subscribed, the read loop
+and the normalizer family, its silence timeout, the Celery task that carries its messages,
+and its buffer policy. The read loop, the hand-off, the reconnect policy, the heartbeat and
+the metrics all take what they need from the entry; adding a stream kind is one entry here
+plus its client module (``producers/clients/``) and its normalizer (``tasks/``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from alpaca.data.live.stock import StockDataStream
+from alpaca.trading.stream import TradingStream
+from celery import Celery
+
+from alpaca_broker.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK
+from alpaca_broker.recording import RecordingWriter
+from alpaca_broker.schema import REQUIRED_KEYS
+from alpaca_broker.settings import Settings
+from producers.clients import stocks
+from producers.clients.market import MarketDataClient
+from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
+from producers.connection import ReconnectPolicy, StreamClient, StreamUnit
+from producers.handoff import (
+    BatchPolicy,
+    EventBuffer,
+    Handoff,
+    Message,
+    Send,
+    batch_sender,
+    each_sender,
+)
+from producers.health import StreamStatus
+from producers.reconciliation import Reconciler, ReconcileStats
+from producers.supervisor import Backoff, UnitFactory
+
+Reader = Literal["market", "trading"]
+Delivery = Literal["batch", "each"]
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """One kind of Alpaca stream, as the producer runs it.
+
+    ``name`` is the ``--streams`` name and the stream's name in the health key and metrics.
+    Market-data kinds (``reader="market"``) are bounded (a newer price supersedes an older
+    one, so the oldest is dropped when the broker is down for long) and batched; the order
+    stream is unbounded (nothing is ever dropped), sent one task per event, and reconciled
+    through REST after every (re)connect.
+    """
+
+    name: str
+    client: type[Any]
+    """alpaca-py's stream class (it supplies connect, authenticate and close)."""
+    url: Callable[[Settings], str]
+    """The endpoint setting (``ALPACA_*_STREAM_URL`` or Alpaca's default)."""
+    subscription: Callable[[Settings], dict[str, list[str]]]
+    """The subscribe message's channel lists, from the kind's settings."""
+    reader: Reader
+    family: str
+    """The normalizer family: the workers' ``asset_class`` and the raw keys it requires."""
+    required_keys: Mapping[str, frozenset[str]]
+    silence_timeout: Callable[[Settings], float | None]
+    """Seconds without market data after which the socket counts as silent (None: never)."""
+    task: str
+    delivery: Delivery
+    bounded: bool
+    reconcile: bool = False
+    record_as: str = "data"
+    websocket_params: Mapping[str, Any] | None = None
+
+
+STREAMS: dict[str, StreamKind] = {
+    "prices": StreamKind(
+        name="prices",
+        client=StockDataStream,
+        url=lambda s: s.data_stream_url,
+        subscription=stocks.subscription,
+        reader="market",
+        family="us_equity",
+        required_keys=REQUIRED_KEYS,
+        silence_timeout=lambda s: s.data_timeout or None,
+        task=PRICES_BATCH_TASK,
+        delivery="batch",
+        bounded=True,
+    ),
+    "orders": StreamKind(
+        name="orders",
+        client=TradingStream,
+        url=lambda s: s.trading_stream_url,
+        subscription=lambda s: {},
+        reader="trading",
+        family="order",
+        required_keys={},
+        silence_timeout=lambda s: None,  # orders can be quiet for hours; pings catch a dead peer
+        task=ORDER_EVENT_TASK,
+        delivery="each",
+        bounded=False,
+        reconcile=True,
+        record_as="trading",
+        websocket_params=WEBSOCKET_PARAMS,
+    ),
+}
+
+
+def reconnect_policy(settings: Settings) -> ReconnectPolicy:
+    """One reconnect policy for every stream: jittered backoff, and Alpaca's 406 wait."""
+    return ReconnectPolicy(Backoff(1.0, 30.0), settings.connection_limit_wait)
+
+
+def make_client(
+    kind: StreamKind,
+    settings: Settings,
+    status: StreamStatus,
+    sink: Callable[[Message], None],
+    recorder: RecordingWriter | None,
+) -> StreamClient:
+    """A fresh client of ``kind`` (alpaca-py's class, wrapped in the kind's read loop)."""
+    key, secret = settings.credentials()
+    params = dict(kind.websocket_params) if kind.websocket_params else None
+    stream = kind.client(
+        key, secret, raw_data=True, url_override=kind.url(settings), websocket_params=params
+    )
+    if kind.reader == "trading":
+        return TradingStreamClient(stream, status, sink, recorder=recorder)
+    return MarketDataClient(
+        stream,
+        kind.subscription(settings),
+        kind.required_keys,
+        status,
+        sink,
+        silence_timeout=kind.silence_timeout(settings),
+        recorder=recorder,
+        record_as=kind.record_as,
+    )
+
+
+@dataclass
+class Stream:
+    """One running stream: its kind, status and buffer, and the units that serve it."""
+
+    kind: StreamKind
+    status: StreamStatus
+    buffer: EventBuffer[Message]
+    units: dict[str, UnitFactory]
+    reconciliation: ReconcileStats | None = None
+
+
+def task_sender(kind: StreamKind, app: Celery) -> Send[Message]:
+    """How ``kind``'s messages become Celery tasks: batches, or one task each."""
+    if kind.delivery == "batch":
+        return batch_sender(app, kind.task)
+    return each_sender(app, kind.task)
+
+
+def build_stream(
+    kind: StreamKind,
+    settings: Settings,
+    send: Send[Message],
+    recorder: RecordingWriter | None = None,
+) -> Stream:
+    """The units of one stream: its read loop, its hand-off through ``send`` and (orders)
+    its reconciler."""
+    status = StreamStatus(kind.name)
+    maxlen = settings.price_buffer_size if kind.bounded else None
+    buffer: EventBuffer[Message] = EventBuffer(status, maxlen=maxlen)
+    if kind.delivery == "batch":
+        policy = BatchPolicy(settings.price_batch_size, settings.price_batch_ms / 1000)
+    else:
+        policy = BatchPolicy(1, 0)
+    # The reconciler's wake-up and counters outlive the unit: a crashed reconciler is rebuilt
+    # fresh, and the stream's (re)connects still reach the new one.
+    wake = threading.Event()
+    stats = ReconcileStats() if kind.reconcile else None
+    on_connected = wake.set if kind.reconcile else None
+    handoff = f"{kind.name}.handoff"
+    units: dict[str, UnitFactory] = {
+        kind.name: lambda: StreamUnit(
+            kind.name,
+            status,
+            reconnect_policy(settings),
+            lambda: make_client(kind, settings, status, buffer.put, recorder),
+            on_connected,
+        ),
+        handoff: lambda: Handoff(handoff, buffer, status, send, policy),
+    }
+    if stats is not None:
+        units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats)
+    return Stream(kind, status, buffer, units, stats)
+
+
+def build_streams(settings: Settings, names: tuple[str, ...], app: Celery) -> list[Stream]:
+    """The chosen streams, in order, sharing one recorder when ALPACA_RECORD_FILE is set."""
+    recorder = None
+    if settings.record_file:
+        meta = {"streams": list(names), "feed": settings.alpaca_feed}
+        recorder = RecordingWriter(settings.record_file, meta=meta, flush_every=100)
+        atexit.register(recorder.close)  # flush the last frames when the process ends
+    kinds = [STREAMS[name] for name in names]
+    return [build_stream(kind, settings, task_sender(kind, app), recorder) for kind in kinds]
