@@ -65,6 +65,14 @@ class Keys:
         the source that published it: a reconciliation of a state already seen adds nothing."""
         return f"{self.prefix}:orders:state:{state_id}"
 
+    def lease(self, lease: str) -> str:
+        """String (JSON) with a TTL: the holder of an active/standby set of producers."""
+        return f"{self.prefix}:lease:{lease}"
+
+    def lease_epoch(self, lease: str) -> str:
+        """Counter: the epoch of a lease, grown on every change of holder (no TTL)."""
+        return f"{self.prefix}:lease:{lease}:epoch"
+
     def producer_health(self, name: str) -> str:
         """String (JSON) with a TTL: a producer process's heartbeat."""
         return f"{self.prefix}:health:producer:{name}"

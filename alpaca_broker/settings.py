@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         pattern=r"^[^\s:*?\[\]]+$",
     )
 
+    producer_lease: str | None = Field(
+        None, validation_alias=_env("PRODUCER_LEASE"), pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    lease_ttl: float = Field(5.0, validation_alias=_env("LEASE_TTL"), ge=1, le=300)
+
     # --- this project's additions (README, "Configuration") ---
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -11,6 +11,7 @@ from alpaca_broker.errors import ConfigError
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from producers.health import Heartbeat, ProducerView
+from producers.lease import Lease
 from producers.metrics import MetricsServer
 from producers.streams import STREAMS, Stream, build_streams
 from producers.supervisor import Supervisor
@@ -30,12 +31,19 @@ def parse_streams(value: str) -> tuple[str, ...]:
     return names
 
 
-def producer_view(name: str, running: list[Stream], supervisor: Supervisor) -> ProducerView:
-    """What the heartbeat and metrics show: each stream's status, threads, reconciliation."""
+def producer_view(
+    name: str, running: list[Stream], supervisor: Supervisor, lease: Lease | None
+) -> ProducerView:
+    """What the heartbeat and metrics show: streams, threads, reconciliation, lease role."""
 
     def extra() -> dict[str, object]:
+        doc: dict[str, object] = {}
         stats = [s.reconciliation for s in running if s.reconciliation is not None]
-        return {"reconciliation": stats[0].snapshot()} if stats else {}
+        if stats:
+            doc["reconciliation"] = stats[0].snapshot()
+        if lease is not None:
+            doc.update(role=lease.role, lease=lease.lease, epoch=lease.epoch)
+        return doc
 
     return ProducerView(name, {s.kind.name: s.status for s in running}, supervisor.states, extra)
 
@@ -86,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     from celery_app import create_app  # the producer's Celery client, from its settings
 
     running = build_streams(settings, streams, create_app(settings))
+    leased = settings.producer_lease is not None
     supervisor = Supervisor(
         {name: unit for s in running for name, unit in s.units.items()},
         shutdown_timeout=settings.shutdown_timeout,
+        gated=[name for s in running for name in s.gated] if leased else (),
     )
-    view = producer_view(settings.producer_name, running, supervisor)
+    lease = Lease(settings, supervisor.set_active) if leased else None
+    view = producer_view(settings.producer_name, running, supervisor, lease)
     supervisor.add("heartbeat", lambda: Heartbeat(settings, view))
     if settings.metrics_port is not None:
         supervisor.add("metrics", lambda: MetricsServer(settings, view))
+    if lease is not None:
+        # Added last, so flushed last: the lease is released after the streams stopped and
+        # their buffers were sent. One instance across restarts: it holds the token.
+        supervisor.add("lease", lambda: lease)
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code

@@ -97,6 +97,12 @@ def render(view: ProducerView) -> str:
     ]
     lines += _family("thread_up", "gauge", "1 while the supervised thread runs.", running)
     lines += _reconciliation(producer, doc.get("reconciliation"))
+    if "role" in doc:
+        roles = [
+            ({"producer": producer, "lease": str(doc["lease"]), "role": r}, int(doc["role"] == r))
+            for r in ("active", "standby")
+        ]
+        lines += _family("role", "gauge", "1 for this producer's role in its lease.", roles)
     return "\n".join(lines) + "\n"
 
 

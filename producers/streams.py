@@ -152,6 +152,11 @@ class Stream:
     units: dict[str, UnitFactory]
     reconciliation: ReconcileStats | None = None
 
+    @property
+    def gated(self) -> tuple[str, ...]:
+        """The units only an active producer runs: the Alpaca socket and REST reconciler."""
+        return tuple(name for name in self.units if not name.endswith(".handoff"))
+
 
 def task_sender(kind: StreamKind, app: Celery) -> Send[Message]:
     """How ``kind``'s messages become Celery tasks: batches, or one task each."""

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,7 +67,7 @@ class ProducerUnit(ABC):
         return {}
 
 
-ThreadState = Literal["starting", "running", "backoff", "stopped", "failed"]
+ThreadState = Literal["starting", "running", "backoff", "standby", "stopped", "failed"]
 UnitFactory = Callable[[], ProducerUnit]
 
 
@@ -84,6 +84,7 @@ class _Slot:
     restart_at: float = 0.0
     last_error: str | None = None
     outcome: list[BaseException | None] = field(default_factory=list)
+    gated: bool = False
 
 
 class Supervisor:
@@ -93,6 +94,12 @@ class Supervisor:
     after an exponential backoff with jitter; the backoff starts over once a unit has run
     for ``stable_after`` seconds. A :class:`FatalError` (rejected credentials) stops the
     whole process with that error's exit code instead.
+
+    ``gated`` units (a stream's read loop, the reconciler) run only while the process is
+    active: a standby of an active/standby set holds no Alpaca connection. :meth:`set_active`
+    starts them on a fresh instance or stops them (their state is then ``standby``); the
+    other units (hand-offs, heartbeat) run throughout, so a deposed holder still sends what
+    it holds.
     """
 
     def __init__(
@@ -103,8 +110,10 @@ class Supervisor:
         shutdown_timeout: float = 10.0,
         stable_after: float = 30.0,
         tick: float = 0.05,
+        gated: Collection[str] = (),
     ) -> None:
-        self._slots = [_Slot(name, factory) for name, factory in factories.items()]
+        self._slots = [_Slot(name, f, gated=name in gated) for name, f in factories.items()]
+        self._active = not gated
         self._backoff = backoff or Backoff()
         self._shutdown_timeout = shutdown_timeout
         self._stable_after = stable_after
@@ -116,6 +125,13 @@ class Supervisor:
     def add(self, name: str, factory: UnitFactory) -> None:
         """Supervise one more unit (before :meth:`run`)."""
         self._slots.append(_Slot(name, factory))
+
+    def set_active(self, active: bool) -> None:
+        """Start (True) or stop (False) the gated units, within one tick; safe from any thread."""
+        if active != self._active:
+            log.info("%s: %s the gated units", "active" if active else "standby",
+                     "starting" if active else "stopping")  # fmt: skip
+        self._active = active
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop every unit and return; safe from a signal handler."""
@@ -142,7 +158,10 @@ class Supervisor:
     def run(self) -> int:
         """Start every unit, supervise until stopped, shut down; returns the exit code."""
         for slot in self._slots:
-            self._start(slot)
+            if slot.gated and not self._active:
+                slot.state = "standby"
+            else:
+                self._start(slot)
         while not self._stop.wait(self._tick):
             now = time.monotonic()
             for slot in self._slots:
@@ -167,7 +186,16 @@ class Supervisor:
         thread.start()
 
     def _check(self, slot: _Slot, now: float) -> None:
-        if slot.state == "backoff" and now >= slot.restart_at:
+        # Every transition happens here, on the supervisor's own thread.
+        if slot.gated and not self._active and slot.state in ("running", "backoff"):
+            if slot.state == "running" and slot.unit is not None:
+                _quietly(slot.unit.stop, slot.name)  # at once: a deposed holder keeps no socket
+            with self._lock:
+                slot.state = "standby"
+        elif slot.state == "standby":
+            if self._active and not (slot.thread and slot.thread.is_alive()):
+                self._start(slot)
+        elif slot.state == "backoff" and now >= slot.restart_at:
             log.info("restarting %s (restart %d)", slot.name, slot.restarts)
             self._start(slot)
         elif slot.state == "running" and slot.thread and not slot.thread.is_alive():

@@ -55,7 +55,7 @@ class ProducerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def health(self) -> dict[str, Any]:
-        raw = self._redis.get(Keys().producer_health("default"))
+        raw = self._redis.get(Keys().producer_health(self.env.get("PRODUCER_NAME", "default")))
         return json.loads(raw) if raw else {}
 
     def stream_state(self, stream: str) -> str | None:
