@@ -143,8 +143,9 @@ class SyntheticMarket:
 
     def _one(self, kind: str, symbol: str, ts: int) -> Message:
         inst = self._instrument(symbol)
-        if kind == "q":
-            return self._quote(symbol, ts)
+        quote = inst.last_quote
+        if kind == "q" or (kind == "t" and (quote is None or quote[0] != ts // MINUTE_NS)):
+            return self._quote(symbol, ts)  # a minute's first trade follows its first quote
         if kind == "o":
             return self._books.update(symbol, self.mid(symbol), ts)
         if kind == "t" or (kind in "cx" and inst.last_trade is None):
@@ -157,20 +158,28 @@ class SyntheticMarket:
             return "V"
         return messages.EXCHANGES[int(self._rng.random() * len(messages.EXCHANGES))]
 
+    def _spread(self, symbol: str, ts: int) -> tuple[float, float]:
+        """A bid and ask around a midpoint drawn inside the current minute's bar range."""
+        bar = self.model.minute_bar(symbol, ts // MINUTE_NS)
+        mid = self.model.trade_price(symbol, ts, 0.3 + 0.4 * self._rng.random())
+        half = 0.01 if self.asset != "crypto" else max(round(mid * 0.0001, 6), 0.000001)
+        bid, ask = max(mid - half, bar.low), min(mid + half, bar.h)
+        self._instrument(symbol).last_quote = (ts // MINUTE_NS, bid, ask)
+        return bid, ask
+
     def _quote(self, symbol: str, ts: int) -> Message:
         rand = self._rng.random
-        mid = self.model.trade_price(symbol, ts, 0.4 + 0.2 * rand())
+        bid, ask = self._spread(symbol, ts)
         if self.asset == "crypto":
-            half = max(round(mid * 0.0001, 6), 0.000001)
             return assetmsgs.crypto_quote(
                 symbol,
                 ts,
-                bid=round(mid - half, 6),
+                bid=round(bid, 6),
                 bid_size=round(rand() * 3, 6),
-                ask=round(mid + half, 6),
+                ask=round(ask, 6),
                 ask_size=round(rand() * 3, 6),
             )
-        bid, ask = round(mid - 0.01, 2), round(mid + 0.01, 2)
+        bid, ask = round(bid, 2), round(ask, 2)
         if self.asset == "option":
             return assetmsgs.option_quote(
                 symbol,
@@ -195,7 +204,10 @@ class SyntheticMarket:
 
     def _trade(self, symbol: str, inst: Instrument, ts: int) -> Message:
         rand = self._rng.random
-        price = self.model.trade_price(symbol, ts, rand())
+        quote = inst.last_quote
+        bid, ask = quote[1:] if quote and quote[0] == ts // MINUTE_NS else self._spread(symbol, ts)
+        price = (bid, (bid + ask) / 2, ask)[int(rand() * 3)]
+        price = round(price, 2) if self.asset != "crypto" else round(price, 6)
         trade_id = inst.next_id
         inst.next_id += 1
         if self.asset == "crypto":

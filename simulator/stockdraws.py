@@ -24,6 +24,8 @@ class Instrument:
     tape: str
     next_id: int = 1
     last_trade: tuple[int, float, float] | None = None
+    #: The last quote's minute, bid and ask: trades print at its bid, midpoint or ask.
+    last_quote: tuple[int, float, float] | None = None
 
 
 def draw_stock(
