@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from simulator import messages
 from simulator.bars import MinuteBar
 from simulator.clock import to_timestamp
 from simulator.codec import Message
@@ -140,15 +141,15 @@ def news(
 
 def bar_message(kind: str, symbol: str, bar: MinuteBar) -> Message:
     """A ``b``/``u``/``d`` bar message from a bar's values (stock or crypto)."""
-    return {
-        "T": kind,
-        "S": symbol,
-        "o": bar.o,
-        "h": bar.h,
-        "l": bar.low,
-        "c": bar.c,
-        "v": bar.v,
-        "t": to_timestamp(bar.start_ns),
-        "n": bar.n,
-        "vw": bar.vw,
-    }
+    return messages.bar(
+        kind,
+        symbol,
+        bar.start_ns,
+        open_=bar.o,
+        high=bar.h,
+        low=bar.low,
+        close=bar.c,
+        volume=bar.v,
+        trade_count=bar.n,
+        vwap=bar.vw,
+    )

@@ -132,7 +132,8 @@ def test_rest_pages_with_next_page_token_and_never_answers_the_open_minute() -> 
     open_minute = now - now % MINUTE_NS
     assert max(max(_rest_rows(rows)) for rows in merged.values()) < open_minute
     assert [r.path for r in log] == ["/v2/stocks/bars"] * 4
-    assert log[0].params["symbols"] == "AAPL,MSFT" and log[1].params["page_token"]
+    assert log[0].params["symbols"] == "AAPL,MSFT"
+    assert log[1].params["page_token"]
 
 
 def test_injected_500_then_429_with_rate_limit_headers_then_bars_again() -> None:
@@ -161,12 +162,11 @@ def test_injected_500_then_429_with_rate_limit_headers_then_bars_again() -> None
 
 
 def _auth(url: str) -> dict[str, Any]:
-    ws = connect(url, additional_headers={"Content-Type": "application/msgpack"})
-    ws.recv(5)
-    ws.send(msgpack.packb({"action": "auth", "key": "same", "secret": "s"}))
-    reply: dict[str, Any] = msgpack.unpackb(ws.recv(5))[0]
-    ws.close()
-    return reply
+    with connect(url, additional_headers={"Content-Type": "application/msgpack"}) as ws:
+        ws.recv(5)
+        ws.send(msgpack.packb({"action": "auth", "key": "same", "secret": "s"}))
+        reply: dict[str, Any] = msgpack.unpackb(ws.recv(5))[0]
+        return reply
 
 
 def test_a_dead_clients_slot_is_kept_for_n_seconds_on_its_endpoint_only() -> None:
