@@ -10,20 +10,27 @@ sockets. A recording is UTF-8 JSON Lines (gzip-compressed when the name ends in 
 
 * every further line, one frame, in the order received::
 
-    {"ns": <int, receive time, ns since the epoch>, "stream": "data" | "trading",
+    {"ns": <int, receive time, ns since the epoch>, "stream": "<one of STREAMS>",
      "kind": "binary" | "text", "data": "<base64 for binary, the text itself for text>"}
 
-  ``stream`` says which socket it came from (``data``: the market data stream, msgpack
-  frames as alpaca-py asks for; ``trading``: ``trade_updates`` JSON, often in binary frames).
+  ``stream`` says which socket it came from (``data``: the stock market data stream, msgpack
+  frames as alpaca-py asks for; ``crypto``, ``options``, ``news``: the other market data
+  streams, msgpack too; ``trading``: ``trade_updates`` JSON, often in binary frames).
   Frames are stored whole and unchanged, control messages included; a reader decides what
   to do with them.
+
+A recording may hold market data, so it is created readable by its owner only (mode 0600,
+also enforced on an existing file). A writer opened on an existing recording appends to it:
+the header stays the first line, and each run's frames follow the previous run's.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -35,7 +42,8 @@ from typing import IO, Any
 
 FORMAT = "alpaca-broker-recording"
 VERSION = 1
-STREAMS = ("data", "trading")
+STREAMS = ("data", "trading", "crypto", "options", "news")
+FILE_MODE = 0o600
 
 
 class RecordingError(ValueError):
@@ -58,8 +66,26 @@ def _open(path: Path, mode: str) -> IO[str]:
     return path.open(mode, encoding="utf-8")
 
 
+def _open_private(path: Path) -> tuple[IO[str], IO[bytes], bool]:
+    """Open ``path`` for appending with mode 0600: the text file to write, the binary file
+    under it (gzip does not close it) and whether it was empty."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an existing file keeps no wider mode
+        empty = os.fstat(fd).st_size == 0
+        raw = os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
+    if path.suffix == ".gz":  # one gzip member per run; readers see one stream
+        text: IO[str] = gzip.open(raw, "at", encoding="utf-8")  # noqa: SIM115
+        return text, raw, empty
+    return io.TextIOWrapper(raw, encoding="utf-8"), raw, empty
+
+
 class RecordingWriter:
-    """Appends frames to a new recording. Thread-safe (one writer for both streams).
+    """Appends frames to a recording (created 0600 with its header when new). Thread-safe
+    (one writer for every stream).
 
     Use as a context manager, or call ``close()``. ``flush_every`` frames are buffered
     before a flush (1 = every frame reaches the OS at once).
@@ -69,7 +95,7 @@ class RecordingWriter:
         self, path: str | Path, *, meta: Mapping[str, Any] | None = None, flush_every: int = 1
     ) -> None:
         self.path = Path(path)
-        self._file = _open(self.path, "w")
+        self._file, self._raw, empty = _open_private(self.path)
         self._lock = threading.Lock()
         self._flush_every = max(1, flush_every)
         self._pending = 0
@@ -80,11 +106,12 @@ class RecordingWriter:
             "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "meta": dict(meta or {}),
         }
-        self._file.write(json.dumps(header) + "\n")
-        self._file.flush()
+        if empty:
+            self._file.write(json.dumps(header) + "\n")
+            self._file.flush()
 
     def write(self, stream: str, payload: bytes | str, received_ns: int | None = None) -> None:
-        """Record one frame from ``stream`` (``data`` or ``trading``) as received."""
+        """Record one frame from ``stream`` (one of ``STREAMS``) as received."""
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, not {stream!r}")
         if isinstance(payload, str):
@@ -107,6 +134,8 @@ class RecordingWriter:
         with self._lock:
             if not self._file.closed:
                 self._file.close()
+            if not self._raw.closed:
+                self._raw.close()
 
     def __enter__(self) -> RecordingWriter:
         return self

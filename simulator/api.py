@@ -23,8 +23,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from simulator import faults
+from simulator.barsapi import BarsRequest
 from simulator.codec import Frame, Message
 from simulator.config import DATA_FEEDS, SimulatorConfig
+from simulator.kinds import env_lines
 from simulator.orderbook import OrderBook
 from simulator.server import SimulatorServer
 
@@ -153,13 +155,36 @@ class Simulator:
         """``http://HOST:PORT`` (alpaca-py's ``url_override`` for TradingClient)."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def data_api_url(self) -> str:
+        """``http://HOST:PORT``: the historical data API (``url_override`` of alpaca-py's
+        ``StockHistoricalDataClient`` and ``CryptoHistoricalDataClient``)."""
+        return self.rest_url
+
+    @property
+    def crypto_url(self) -> str:
+        """``ws://HOST:PORT/v1beta3/crypto/us``."""
+        return f"ws://{self.host}:{self.port}/v1beta3/crypto/us"
+
+    def option_url_for(self, feed: str = "indicative") -> str:
+        """The option stream URL for ``feed`` (``indicative`` or ``opra``)."""
+        if feed not in ("indicative", "opra"):
+            raise ValueError(f"unknown option feed {feed!r}")
+        return f"ws://{self.host}:{self.port}/v1beta1/{feed}"
+
+    @property
+    def option_url(self) -> str:
+        """``ws://HOST:PORT/v1beta1/indicative``."""
+        return self.option_url_for("indicative")
+
+    @property
+    def news_url(self) -> str:
+        """``ws://HOST:PORT/v1beta1/news``."""
+        return f"ws://{self.host}:{self.port}/v1beta1/news"
+
     def env_lines(self) -> list[str]:
-        """The three ``.env`` lines the CLI prints at start."""
-        return [
-            f"ALPACA_DATA_STREAM_URL={self.data_url}",
-            f"ALPACA_TRADING_STREAM_URL={self.trading_url}",
-            f"ALPACA_TRADING_API_URL={self.rest_url}",
-        ]
+        """The ``.env`` lines the CLI prints at start, in the contract's order."""
+        return env_lines(self.host, self.port)
 
     # --- scripted market and orders ------------------------------------------------------
 
@@ -249,8 +274,35 @@ class Simulator:
         self.call(setattr, self.config, "reap_seconds", seconds)
 
     def hold_slot(self, key: str, feed: str = "iex", seconds: float = 90.0) -> None:
-        """Make ``key``'s connection slot on ``feed`` busy for ``seconds`` (406 on auth)."""
+        """Make ``key``'s connection slot on ``feed`` busy for ``seconds`` (406 on auth).
+        ``feed`` is an endpoint name: ``iex``, ``sip``, ..., ``crypto/us``, ``indicative``,
+        ``opra``, ``news``."""
         self.call(self.server.hub.hold_slot, key, feed, seconds)
+
+    def keep_dead_slots(self, seconds: float) -> None:
+        """From now on, a client whose socket drops without a close handshake keeps its
+        slot for ``seconds`` on every stream endpoint: a new connection with the same key
+        gets 406 until then (Alpaca's reaping of half-dead sockets). 0 turns it off."""
+        self.set_reap_seconds(seconds)
+
+    # --- historical bars ----------------------------------------------------------------
+
+    def fail_bars(self, count: int = 1, status: int = 500, retry_after: int = 1) -> None:
+        """Answer the next ``count`` bars requests with ``status``; 429 comes with
+        ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` and ``Retry-After`` headers."""
+        self.server.bars.fail_next(count, status, retry_after)
+
+    def bars_requests(self) -> list[BarsRequest]:
+        """Every bars request served (``path``, ``params``, ``status``), oldest first."""
+        return self.server.bars.requests()
+
+    def clear_bars_requests(self) -> None:
+        """Forget the bars requests served so far."""
+        self.server.bars.clear_log()
+
+    def market_now_ns(self) -> int:
+        """The market clock (the wall clock unless ``clock_speed`` says otherwise)."""
+        return self.server.clock.now_ns()
 
     def set_outbound_limit(self, frames: int) -> None:
         """Queue bound (frames) of every current and future connection (407 beyond it)."""

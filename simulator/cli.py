@@ -13,6 +13,7 @@ from pathlib import Path
 
 from simulator.config import DATA_FEEDS, Credentials, SimulatorConfig
 from simulator.faults import PERIODIC_KINDS, PeriodicFault
+from simulator.kinds import env_lines
 from simulator.market import DEFAULT_UNIVERSE, parse_mix
 from simulator.server import SimulatorServer
 
@@ -258,9 +259,7 @@ async def _serve(args: argparse.Namespace, config: SimulatorConfig) -> None:
         server.faults.fail_auth("trading", args.fail_trading_auth)
     await server.start()
     host, port = config.host, server.port
-    print(f"ALPACA_DATA_STREAM_URL=ws://{host}:{port}/v2/iex")
-    print(f"ALPACA_TRADING_STREAM_URL=ws://{host}:{port}/stream")
-    print(f"ALPACA_TRADING_API_URL=http://{host}:{port}", flush=True)
+    print("\n".join(env_lines(host, port)), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

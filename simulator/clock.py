@@ -65,3 +65,31 @@ def parse_time(text: str) -> int:
         offset = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     nanos = int((frac or "").ljust(9, "0")) if frac else 0
     return (int(moment.timestamp()) - offset) * _NS + nanos
+
+
+class MarketClock:
+    """The market's clock, shared by every stream and the REST API: the wall clock by
+    default; ``speed`` > 1 runs it faster from the moment it was made (tests, demos)."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError("clock speed must be positive")
+        self.speed = speed
+        self._epoch_ns = time.time_ns()
+        self._mono0 = time.monotonic_ns()
+        self._last_ns = 0
+
+    def now_ns(self) -> int:
+        """Market nanoseconds since the epoch, strictly increasing."""
+        if self.speed == 1.0:
+            now = time.time_ns()
+        else:
+            now = self._epoch_ns + int((time.monotonic_ns() - self._mono0) * self.speed)
+        self._last_ns = max(now, self._last_ns + 1)
+        return self._last_ns
+
+    def reserve(self, count: int) -> int:
+        """The first of ``count`` consecutive timestamps, all taken from now."""
+        base = self.now_ns()
+        self._last_ns = base + max(count - 1, 0)
+        return base

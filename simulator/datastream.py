@@ -3,7 +3,9 @@
 Errors follow the documented codes: 400 malformed message, 401 subscribe before auth,
 402 bad credentials, 403 second auth, 404 no auth in time, 405 symbol limit, 406 the
 key already has a connection to this endpoint, 409 feed not in the subscription,
-410 channel not on this stream, 407 slow client (then disconnect).
+410 channel not on this stream, 407 slow client (then disconnect), 412 a JSON client on a
+msgpack-only stream (options; then disconnect), 413 ``*`` on option quotes. The stream kind
+(``simulator.kinds``) decides the channels; stocks, crypto, options and news share this class.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from simulator import codec
 from simulator.codec import ClientMessageError, Message, WireFormat
 from simulator.hub import Hub
+from simulator.kinds import STOCKS, StreamKind
 from simulator.outbound import Outbound
 from simulator.subscriptions import SubscriptionError, Subscriptions
 
@@ -28,19 +31,24 @@ SLOW_CLIENT_CLOSE = 1008
 class DataSession:
     """The protocol state of one data-stream connection."""
 
-    stream = "data"
-
-    def __init__(self, ws: ServerConnection, feed: str, hub: Hub) -> None:
+    def __init__(
+        self, ws: ServerConnection, feed: str, hub: Hub, kind: StreamKind = STOCKS
+    ) -> None:
         self.ws = ws
         self.feed = feed
         self.hub = hub
+        self.kind = kind
+        #: The stream's name for faults and stats (``data``, ``crypto``, ``options``, ``news``).
+        self.stream = kind.name
         config = hub.config
         assert ws.request is not None
         # alpaca-py asks for msgpack; a client that sends no Content-Type gets JSON text.
         self.fmt = WireFormat.for_content_type(
             ws.request.headers.get("Content-Type"), WireFormat.JSON
         )
-        self.subs = Subscriptions(test_feed=feed == "test", symbol_limit=config.symbol_limit)
+        self.subs = Subscriptions(
+            test_feed=feed == "test", symbol_limit=config.symbol_limit, kind=kind
+        )
         self.outbound = Outbound(ws, config.outbound_queue, self._slow_client)
         self.key: str | None = None
         self.authenticated = False
@@ -57,14 +65,25 @@ class DataSession:
             self.hub.stats.errors_sent[message["code"]] += 1
         return int(self.outbound.offer(codec.encode([message], self.fmt), control=True))
 
+    def send_data(self, msgs: list[Message]) -> bool:
+        """Queue market messages for this session alone (order book snapshots)."""
+        return bool(msgs) and self.outbound.offer(codec.encode(msgs, self.fmt))
+
     async def run(self) -> None:
         """Serve the connection until it ends."""
         hub = self.hub
         hub.data.add(self)
-        hub.stats.connections["data"] += 1
+        hub.stats.connections[self.stream] += 1
         self.outbound.start()
         loop = asyncio.get_running_loop()
         try:
+            if self.kind.msgpack_only and self.fmt is not WireFormat.MSGPACK:
+                hub.stats.errors_sent[412] += 1
+                self.outbound.finish(
+                    codec.encode([codec.error(412)], self.fmt), 1003, "msgpack only"
+                )
+                await self.ws.wait_closed()
+                return
             self.send_control(codec.success("connected"))
             assert self.ws.request is not None
             headers = self.ws.request.headers
@@ -104,24 +123,29 @@ class DataSession:
             self.send_control(self.subs.reply())
             if not self.subs.is_empty():
                 self.hub.subscribed.set()
+            books = message.get("orderbooks")
+            if action == "subscribe" and isinstance(books, list) and self.hub.on_orderbooks:
+                self.hub.on_orderbooks(self, books)
         else:
             self.send_control(codec.error(400))
 
     def _auth(self, key: object, secret: object) -> None:
         hub = self.hub
-        hub.stats.auth_attempts["data"] += 1
+        hub.stats.auth_attempts[self.stream] += 1
         if self.authenticated:
             self.send_control(codec.error(403))
             return
         code = None
-        if hub.faults.take_auth_failure("data") or not hub.config.credentials.accepts(key, secret):
+        if hub.faults.take_auth_failure(self.stream) or not hub.config.credentials.accepts(
+            key, secret
+        ):
             code = 402
         elif self.feed in hub.denied_feeds:
             code = 409
         elif not hub.claim_slot(str(key), self.feed, self):
             code = 406
         if code is not None:
-            hub.stats.auth_failures["data"] += 1
+            hub.stats.auth_failures[self.stream] += 1
             if hub.config.close_after_auth_error:
                 hub.stats.errors_sent[code] += 1
                 frame = codec.encode([codec.error(code)], self.fmt)

@@ -8,11 +8,13 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 
+from simulator.bars import BarModel
+from simulator.clock import MarketClock
 from simulator.config import SimulatorConfig
 from simulator.datastream import DataSession
 from simulator.hub import Hub
+from simulator.kinds import ENDPOINTS, PATH_OF_ENDPOINT, STOCKS
 from simulator.market import SyntheticMarket
-from simulator.subscriptions import STOCK_CHANNELS
 
 log = logging.getLogger(__name__)
 TEST_SYMBOL = "FAKEPACA"  # the only symbol the test stream serves
@@ -26,7 +28,7 @@ def wanted_symbols(
     everything = {TEST_SYMBOL} if test_feed else set(universe)
     wanted: dict[str, set[str]] = {}
     for session in sessions:
-        for channel in STOCK_CHANNELS:
+        for channel in session.subs.channels:
             symbols = session.subs.symbols(channel)
             if not symbols:
                 continue
@@ -40,9 +42,12 @@ def wanted_symbols(
 class MarketEmitter:
     """The synthetic market's clock loop; one random-walk market per data endpoint."""
 
-    def __init__(self, hub: Hub, config: SimulatorConfig) -> None:
+    def __init__(self, hub: Hub, config: SimulatorConfig, clock: MarketClock) -> None:
         self._hub = hub
         self._config = config
+        self.clock = clock
+        self.model = BarModel(config.seed)
+        self._last_emit: dict[str, float] = {}
         self.enabled = config.synthetic
         self.rate = config.rate
         self._markets: dict[str, SyntheticMarket] = {}
@@ -64,18 +69,28 @@ class MarketEmitter:
                 mix=cfg.mix,
                 sip=feed in ("sip", "delayed_sip"),
                 seed=cfg.seed,
-                clock_speed=cfg.clock_speed,
+                asset=ENDPOINTS[PATH_OF_ENDPOINT[feed]][0].asset,
+                model=self.model,
+                clock=self.clock,
             )
             self._markets[feed] = market
         return market
 
     def price_of(self, symbol: str) -> float | None:
-        """The latest midpoint of ``symbol`` in any market, if it has traded or quoted."""
-        for market in self._markets.values():
-            price = market.mid(symbol)
-            if price is not None:
-                return price
-        return None
+        """The current midpoint of ``symbol`` (any thread)."""
+        return self.model.trade_price(symbol, self.clock.now_ns(), 0.5)
+
+    def universe(self, session: DataSession) -> tuple[str, ...]:
+        """What ``*`` means on ``session``'s stream."""
+        return self._config.symbols if session.kind is STOCKS else tuple(session.kind.universe)
+
+    def orderbook_snapshots(self, session: DataSession, symbols: list[str]) -> None:
+        """Send ``session`` a full book for each symbol it just subscribed to."""
+        if not self.enabled or not symbols:
+            return
+        resolved = self.universe(session) if "*" in symbols else symbols
+        msgs = self.market(session.feed).orderbook_snapshots(resolved)
+        session.send_data(msgs)
 
     def _by_feed(self) -> Mapping[str, list[DataSession]]:
         groups: dict[str, list[DataSession]] = {}
@@ -113,9 +128,17 @@ class MarketEmitter:
                 self._emit(feed, sessions, count)
             await asyncio.sleep(_TICK)
 
+    def _wanted(self, feed: str, sessions: list[DataSession]) -> dict[str, set[str]]:
+        market = self.market(feed)
+        now = asyncio.get_running_loop().time()
+        if now - self._last_emit.get(feed, now) > 1.0:
+            market.resync()  # nobody was listening: no stale bars for the newcomers
+        self._last_emit[feed] = now
+        return wanted_symbols(sessions, self.universe(sessions[0]), feed == "test")
+
     def _emit(self, feed: str, sessions: list[DataSession], count: int) -> None:
         market = self.market(feed)
-        wanted = wanted_symbols(sessions, self._config.symbols, feed == "test")
+        wanted = self._wanted(feed, sessions)
         msgs = market.clock_messages(wanted) + market.generate(count, wanted)
         size = self._config.frame_size
         for start in range(0, len(msgs), size):
@@ -125,7 +148,7 @@ class MarketEmitter:
         size = self._config.frame_size
         for feed, sessions in groups.items():
             market = self.market(feed)
-            wanted = wanted_symbols(sessions, self._config.symbols, feed == "test")
+            wanted = self._wanted(feed, sessions)
             for _ in range(20):  # several frames per pass; the queue waits are the pacing
                 msgs = market.clock_messages(wanted) + market.generate(size, wanted)
                 for start in range(0, len(msgs), size):

@@ -14,7 +14,8 @@ import msgpack
 from simulator import messages
 from simulator.clock import now_ns
 
-STREAMS = ("data", "trading")
+#: Stream names: ``data`` is the stock stream; each kind of stream has its own faults.
+STREAMS = ("data", "trading", "crypto", "options", "news")
 #: Malformed data frames by name: bytes that are not msgpack, a map without ``T``, and a
 #: trade missing its required fields.
 MALFORMED: dict[str, bytes] = {

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from simulator import codec
 from simulator.codec import Frame, Message, WireFormat
 from simulator.config import SimulatorConfig
-from simulator.faults import Faults
+from simulator.faults import STREAMS, Faults
 from simulator.stats import Stats
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class Hub:
         # time a half-dead connection's slot is reaped.
         self._slots: dict[tuple[str, str], DataSession | float] = {}
         self.subscribed = asyncio.Event()  # set whenever a data session has a subscription
+        #: Called with a session and the symbols it just subscribed to on ``orderbooks``.
+        self.on_orderbooks: Callable[[DataSession, list[str]], None] | None = None
 
     # --- connection slots (406) -------------------------------------------------------
 
@@ -79,7 +81,7 @@ class Hub:
         shared: dict[WireFormat, Frame] = {}
         sent = 0
         for session in sessions:
-            wanted = [m for m in msgs if session.subs.wants(m.get("T"), m.get("S"))]
+            wanted = [m for m in msgs if session.subs.wants_message(m)]
             if not wanted:
                 continue
             if len(wanted) == len(msgs):
@@ -99,7 +101,7 @@ class Hub:
         frame_by_fmt: dict[WireFormat, Frame] = {}
         sent = 0
         for session in sessions:
-            wanted = [m for m in msgs if session.subs.wants(m.get("T"), m.get("S"))]
+            wanted = [m for m in msgs if session.subs.wants_message(m)]
             if not wanted:
                 continue
             if len(wanted) == len(msgs):
@@ -126,13 +128,10 @@ class Hub:
 
     def push_raw(self, payload: Frame, stream: str, feed: str | None) -> int:
         """Write ``payload`` unchanged to every authenticated session of ``stream``."""
-        sessions: Iterable[DataSession | TradingSession]
-        if stream == "data":
-            sessions = [s for s in self.data if feed is None or s.feed == feed]
-        else:
-            sessions = self.trading
         reached = 0
-        for session in sessions:
+        for session in self._sessions(stream):
+            if feed is not None and getattr(session, "feed", None) != feed:
+                continue
             if session.authenticated and session.outbound.offer(payload):
                 reached += 1
         return reached
@@ -149,9 +148,11 @@ class Hub:
     # --- one-shot faults ---------------------------------------------------------------
 
     def _sessions(self, stream: str) -> list[DataSession | TradingSession]:
-        if stream not in ("data", "trading"):
-            raise ValueError(f"stream must be 'data' or 'trading', not {stream!r}")
-        return list(self.data if stream == "data" else self.trading)
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, not {stream!r}")
+        if stream == "trading":
+            return list(self.trading)
+        return [s for s in self.data if s.stream == stream]
 
     def drop(self, stream: str) -> int:
         """Cut every connection of ``stream`` without a close frame (TCP abort)."""

@@ -1,90 +1,54 @@
-"""The synthetic market: random-walk prices with consistent quotes, trades and bars.
+"""The synthetic market behind one data endpoint: trades, quotes and the other drawn
+messages at a rate, and the bars that fall due on the market clock.
 
-No I/O. The emitter asks it for ``generate(count, wanted)`` messages and for the bars that
-fall due on its clock (``clock_messages``). Quotes move the midpoint by a random walk, trades
-print at the current bid, ask or midpoint, and minute, daily and updated bars aggregate the
-trades that were generated.
+No I/O. Bars come from ``simulator.bars.BarModel`` (a function of symbol and minute, so REST
+agrees with the stream); trades and quotes are drawn inside the current minute's range. The
+asset class (``stock``, ``crypto``, ``option``, ``news``) picks the message shapes.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from simulator import messages
+from simulator import assetmsgs, messages
+from simulator.assetmsgs import OPRA_EXCHANGES, bar_message
+from simulator.bars import MINUTE_NS, UPDATE_DELAY_NS, BarModel, daily_bar
+from simulator.clock import MarketClock
 from simulator.codec import Message
+from simulator.cryptobook import CryptoBooks
+from simulator.kinds import DEFAULT_UNIVERSE
+from simulator.newsdesk import NewsDesk
+from simulator.stockdraws import Instrument, draw_stock
 
-DEFAULT_UNIVERSE = ("AAPL", "MSFT", "AMZN", "NVDA", "GOOGL", "META", "TSLA", "AMD", "SPY", "QQQ")
-#: Relative weights of the randomly drawn types; bars (b, d, u) follow the clock instead.
+__all__ = ["DEFAULT_MIX", "DEFAULT_UNIVERSE", "DRAWN_TYPES", "SyntheticMarket", "parse_mix"]
+
+#: Relative weights of the randomly drawn stock types; bars (b, d, u) follow the clock instead.
 DEFAULT_MIX: Mapping[str, float] = {"t": 40, "q": 55, "s": 1, "l": 2, "c": 1, "x": 1}
 DRAWN_TYPES = frozenset("tqslcx")
-_MINUTE = 60_000_000_000
+#: Drawn types per asset class, with default weights (``t``/``q`` follow the configured mix).
+ASSET_MIX: Mapping[str, Mapping[str, float]] = {
+    "stock": DEFAULT_MIX,
+    "crypto": {"t": 40, "q": 50, "o": 10},
+    "option": {"t": 40, "q": 60},
+    "news": {"n": 1},
+}
+#: News is sparse: this share of the endpoint's rate becomes articles.
+NEWS_SHARE = 0.02
+#: Drawn type -> the channels whose symbols it is drawn for.
+POOLS: Mapping[str, tuple[str, ...]] = {
+    "t": ("trades",),
+    "q": ("quotes",),
+    "s": ("statuses",),
+    "l": ("lulds",),
+    "c": ("trades",),
+    "x": ("trades",),
+    "o": ("orderbooks",),
+    "n": ("news",),
+}
 _SIZES = (1, 5, 10, 50, 100, 100, 200, 500)
-_STATUSES = (
-    ("H", "Trading Halt", "T12", "Trading Halted; For information requested by NASDAQ"),
-    ("T", "Trading Resumption", "T1", "Halt News Pending"),
-    ("Q", "Quotation Resumption", "T2", "Halt News Dissemination"),
-    ("P", "Volatility Trading Pause", "LUDP", "Volatility Trading Pause"),
-)
-
-
-@dataclass
-class _Agg:
-    """Open/high/low/close/volume/count/price-volume of one bar."""
-
-    start_ns: int
-    o: float = 0.0
-    h: float = 0.0
-    low: float = 0.0
-    c: float = 0.0
-    v: int = 0
-    n: int = 0
-    pv: float = 0.0
-
-    def add(self, price: float, size: int) -> None:
-        if not self.n:
-            self.o = self.h = self.low = price
-        elif price > self.h:
-            self.h = price
-        elif price < self.low:
-            self.low = price
-        self.c = price
-        self.v += size
-        self.n += 1
-        self.pv += price * size
-
-    def message(self, kind: str, symbol: str) -> Message:
-        return messages.bar(
-            kind,
-            symbol,
-            self.start_ns,
-            open_=self.o,
-            high=self.h,
-            low=self.low,
-            close=self.c,
-            volume=self.v,
-            trade_count=self.n,
-            vwap=round(self.pv / self.v, 6),
-        )
-
-
-@dataclass
-class _Instrument:
-    # Prices are whole cents, so every printed price is exact to the cent without rounding.
-    cents: int
-    tape: str
-    anchor: int = 0  # the walk is pulled gently back towards this
-    tick: int = 1  # half the spread
-    next_id: int = 1
-    last_trade: tuple[int, float, int] | None = None
-    minute: _Agg | None = None
-    previous: _Agg | None = None
-    day: _Agg | None = None
-    conditions: list[str] = field(default_factory=lambda: ["@"])
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -102,7 +66,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 class SyntheticMarket:
-    """Random-walk instruments; every symbol asked for gets one on first use."""
+    """Messages for the symbols wanted on one endpoint; every symbol works on first use."""
 
     def __init__(
         self,
@@ -111,167 +75,159 @@ class SyntheticMarket:
         sip: bool = False,
         seed: int | None = None,
         clock_speed: float = 1.0,
+        asset: str = "stock",
+        model: BarModel | None = None,
+        clock: MarketClock | None = None,
     ) -> None:
         self._rng = random.Random(seed)
-        self._mix = {k: float(v) for k, v in mix.items() if v > 0}
+        defaults = ASSET_MIX[asset]
+        weights = mix if asset == "stock" else {k: mix.get(k, w) for k, w in defaults.items()}
+        self._mix = {k: float(v) for k, v in weights.items() if v > 0 and k in defaults}
         self._sip = sip
-        self._speed = clock_speed
-        self._epoch_ns = time.time_ns()
-        self._mono0 = time.monotonic_ns()
-        self._last_ns = 0
-        self._instruments: dict[str, _Instrument] = {}
-        self._minute = self.now_ns() // _MINUTE
-        self._half_done = False
+        self.asset = asset
+        self.model = model or BarModel(seed)
+        self.clock = clock or MarketClock(clock_speed)
+        self._instruments: dict[str, Instrument] = {}
+        self._books = CryptoBooks(self._rng)
+        self._desk = NewsDesk(self._rng)
+        self._news_budget = 0.0
+        self.resync()
 
     def now_ns(self) -> int:
-        """The market clock (wall time, sped up by ``clock_speed``), strictly increasing."""
-        elapsed = time.monotonic_ns() - self._mono0
-        now = self._epoch_ns + int(elapsed * self._speed)
-        self._last_ns = max(now, self._last_ns + 1)
-        return self._last_ns
+        """The market clock."""
+        return self.clock.now_ns()
 
-    def mid(self, symbol: str) -> float | None:
-        """The current midpoint of ``symbol``, or None if the market has not drawn it yet."""
-        inst = self._instruments.get(symbol)
-        return inst.cents / 100 if inst else None
+    def resync(self) -> None:
+        """Forget which bars fell due: the next bars are those of minutes ending from now on
+        (after a time with nobody to send them to)."""
+        now = self.clock.now_ns()
+        self._minute = now // MINUTE_NS
+        self._updated_minute = (now - UPDATE_DELAY_NS) // MINUTE_NS
 
-    def _instrument(self, symbol: str) -> _Instrument:
+    def mid(self, symbol: str) -> float:
+        """The current midpoint of ``symbol``."""
+        return self.model.trade_price(symbol, self.clock.now_ns(), 0.5)
+
+    def _instrument(self, symbol: str) -> Instrument:
         inst = self._instruments.get(symbol)
         if inst is None:
-            seed = sum(map(ord, symbol))
-            cents = 2000 + (seed * 7919) % 48000
-            inst = _Instrument(cents, "ABC"[seed % 3], cents, max(1, cents // 5000))
-            self._instruments[symbol] = inst
+            inst = self._instruments[symbol] = Instrument("ABC"[sum(map(ord, symbol)) % 3])
         return inst
 
-    def generate(self, count: int, wanted: Mapping[str, Collection[str]]) -> list[Message]:
-        """``count`` drawn messages for the wanted channel -> symbols (no ``*``; resolved).
+    def orderbook_snapshots(self, symbols: Collection[str]) -> list[Message]:
+        """A full book (``r: true``) for each of ``symbols`` (sent to a new subscriber)."""
+        now = self.now_ns()
+        return [self._books.snapshot(s, self.mid(s), now) for s in symbols]
 
-        Trades are drawn for symbols wanted on any bar channel too, so their bars have
-        something to aggregate.
-        """
-        pools = self._pools(wanted)
-        kinds = [k for k in self._mix if pools.get(k)]
+    def generate(self, count: int, wanted: Mapping[str, Collection[str]]) -> list[Message]:
+        """``count`` drawn messages for the wanted channel -> symbols (``*`` resolved)."""
+        if self.asset == "news":
+            self._news_budget += count * NEWS_SHARE
+            count, self._news_budget = int(self._news_budget), self._news_budget % 1
+        pools = {k: sorted({s for ch in POOLS[k] for s in wanted.get(ch, ())}) for k in self._mix}
+        kinds = [k for k in self._mix if pools[k]]
         if not kinds or count <= 0:
             return []
-        rand = self._rng.random
-        drawn = self._rng.choices(kinds, weights=[self._mix[k] for k in kinds], k=count)
-        base = self.now_ns()
+        rng = self._rng
+        drawn = rng.choices(kinds, weights=[self._mix[k] for k in kinds], k=count)
+        base = self.clock.reserve(count)
         out: list[Message] = []
-        append = out.append
-        instruments = self._instruments
         for offset, kind in enumerate(drawn):
             pool = pools[kind]
-            symbol = pool[int(rand() * len(pool))]
-            inst = instruments.get(symbol) or self._instrument(symbol)
-            if kind == "q":
-                append(self._quote(symbol, inst, base + offset))
-            elif kind == "t":
-                append(self._trade(symbol, inst, base + offset))
-            else:
-                append(self._draw(kind, symbol, inst, base + offset))
-        self._last_ns = base + count
+            if kind == "n":
+                out.append(self._desk.article(pool, base + offset))
+                continue
+            symbol = pool[int(rng.random() * len(pool))]
+            out.append(self._one(kind, symbol, base + offset))
         return out
 
-    def _pools(self, wanted: Mapping[str, Collection[str]]) -> dict[str, list[str]]:
-        traded = set(wanted.get("trades", ()))
-        for channel in ("bars", "updatedBars", "dailyBars"):
-            traded.update(wanted.get(channel, ()))
-        return {
-            "t": sorted(traded),
-            "q": sorted(wanted.get("quotes", ())),
-            "s": sorted(wanted.get("statuses", ())),
-            "l": sorted(wanted.get("lulds", ())),
-            "c": sorted(wanted.get("trades", ())),
-            "x": sorted(wanted.get("trades", ())),
-        }
+    def _one(self, kind: str, symbol: str, ts: int) -> Message:
+        inst = self._instrument(symbol)
+        quote = inst.last_quote
+        if kind == "q" or (kind == "t" and (quote is None or quote[0] != ts // MINUTE_NS)):
+            return self._quote(symbol, ts)  # a minute's first trade follows its first quote
+        if kind == "o":
+            return self._books.update(symbol, self.mid(symbol), ts)
+        if kind == "t" or (kind in "cx" and inst.last_trade is None):
+            return self._trade(symbol, inst, ts)
+        mid = self.model.trade_price(symbol, ts, 0.5)
+        return draw_stock(kind, symbol, inst, ts, mid, self._rng, self._exchange())
 
     def _exchange(self) -> str:
         if not self._sip:
             return "V"
         return messages.EXCHANGES[int(self._rng.random() * len(messages.EXCHANGES))]
 
-    def _quote(self, symbol: str, inst: _Instrument, ts: int) -> Message:
-        """Move the midpoint one random step and quote around it."""
+    def _spread(self, symbol: str, ts: int) -> tuple[float, float]:
+        """A bid and ask around a midpoint drawn inside the current minute's bar range."""
+        bar = self.model.minute_bar(symbol, ts // MINUTE_NS)
+        mid = self.model.trade_price(symbol, ts, 0.3 + 0.4 * self._rng.random())
+        half = 0.01 if self.asset != "crypto" else max(round(mid * 0.0001, 6), 0.000001)
+        bid, ask = max(mid - half, bar.low), min(mid + half, bar.h)
+        self._instrument(symbol).last_quote = (ts // MINUTE_NS, bid, ask)
+        return bid, ask
+
+    def _quote(self, symbol: str, ts: int) -> Message:
         rand = self._rng.random
-        step = int((rand() - 0.5) * 4 * inst.tick) + (inst.anchor - inst.cents) // 2048
-        inst.cents = max(inst.cents + step, 2 * inst.tick + 1)
+        bid, ask = self._spread(symbol, ts)
+        if self.asset == "crypto":
+            return assetmsgs.crypto_quote(
+                symbol,
+                ts,
+                bid=round(bid, 6),
+                bid_size=round(rand() * 3, 6),
+                ask=round(ask, 6),
+                ask_size=round(rand() * 3, 6),
+            )
+        bid, ask = round(bid, 2), round(ask, 2)
+        if self.asset == "option":
+            return assetmsgs.option_quote(
+                symbol,
+                ts,
+                bid=bid,
+                bid_size=1 + int(rand() * 50),
+                ask=ask,
+                ask_size=1 + int(rand() * 50),
+                exchange=self._rng.choice(OPRA_EXCHANGES),
+            )
         return messages.quote(
             symbol,
             ts,
-            bid_price=(inst.cents - inst.tick) / 100,
+            bid_price=bid,
             bid_size=1 + int(rand() * 9),
-            ask_price=(inst.cents + inst.tick) / 100,
+            ask_price=ask,
             ask_size=1 + int(rand() * 9),
             bid_exchange=self._exchange(),
             ask_exchange=self._exchange(),
-            tape=inst.tape,
+            tape=self._instrument(symbol).tape,
         )
 
-    def _draw(self, kind: str, symbol: str, inst: _Instrument, ts: int) -> Message:
-        rng = self._rng
-        if kind in "cx" and inst.last_trade is None:
-            return self._trade(symbol, inst, ts)  # nothing to correct or cancel yet
-        if kind == "s":
-            code, text, reason, reason_text = rng.choice(_STATUSES)
-            return messages.status(
-                symbol,
-                ts,
-                status_code=code,
-                status_message=text,
-                reason_code=reason,
-                reason_message=reason_text,
-                tape=inst.tape,
-            )
-        if kind == "l":
-            return messages.luld(
-                symbol,
-                ts,
-                limit_up=inst.cents * 105 // 100 / 100,
-                limit_down=inst.cents * 95 // 100 / 100,
-                indicator="B",
-                tape=inst.tape,
-            )
-        assert inst.last_trade is not None
-        trade_id, price, size = inst.last_trade
-        exchange = self._exchange()
-        if kind == "c":
-            new_id = inst.next_id
-            inst.next_id += 1
-            fixed = round(price + rng.choice((-0.01, 0.01)), 2)
-            return messages.correction(
-                symbol,
-                ts,
-                exchange=exchange,
-                original=(trade_id, price, size, ["@"]),
-                corrected=(new_id, fixed, size, ["@"]),
-                tape=inst.tape,
-            )
-        return messages.cancel_error(
-            symbol,
-            ts,
-            trade_id=trade_id,
-            exchange=exchange,
-            price=price,
-            size=size,
-            action="C",
-            tape=inst.tape,
-        )
-
-    def _trade(self, symbol: str, inst: _Instrument, ts: int) -> Message:
+    def _trade(self, symbol: str, inst: Instrument, ts: int) -> Message:
         rand = self._rng.random
-        price = (inst.cents + inst.tick * (int(rand() * 3) - 1)) / 100  # bid, mid or ask
-        size = _SIZES[int(rand() * len(_SIZES))]
+        quote = inst.last_quote
+        bid, ask = quote[1:] if quote and quote[0] == ts // MINUTE_NS else self._spread(symbol, ts)
+        price = (bid, (bid + ask) / 2, ask)[int(rand() * 3)]
+        price = round(price, 2) if self.asset != "crypto" else round(price, 6)
         trade_id = inst.next_id
         inst.next_id += 1
+        if self.asset == "crypto":
+            size = round(0.0001 + rand() * 0.5, 8)
+            inst.last_trade = (trade_id, price, size)
+            taker = "B" if rand() < 0.5 else "S"
+            return assetmsgs.crypto_trade(
+                symbol, ts, trade_id=trade_id, price=price, size=size, taker=taker
+            )
+        if self.asset == "option":
+            return assetmsgs.option_trade(
+                symbol,
+                ts,
+                price=price,
+                size=1 + int(rand() * 20),
+                exchange=self._rng.choice(OPRA_EXCHANGES),
+                condition=self._rng.choice("ISfa"),
+            )
+        size = _SIZES[int(rand() * len(_SIZES))]
         inst.last_trade = (trade_id, price, size)
-        start = ts - ts % _MINUTE
-        if inst.minute is None or inst.minute.start_ns != start:
-            inst.minute = _Agg(start)
-        inst.minute.add(price, size)
-        if inst.day is None:
-            inst.day = _Agg(_day_start(ts))
-        inst.day.add(price, size)
         return messages.trade(
             symbol,
             ts,
@@ -279,36 +235,33 @@ class SyntheticMarket:
             price=price,
             size=size,
             exchange=self._exchange(),
-            conditions=inst.conditions,
+            conditions=("@",),
             tape=inst.tape,
         )
 
     def clock_messages(self, wanted: Mapping[str, Collection[str]]) -> list[Message]:
-        """Bars that fell due: ``b`` and ``d`` after each minute mark, ``u`` after the
-        half-minute mark when a late trade arrived for the minute before."""
+        """Bars that fell due: ``b`` and ``d`` for each minute that ended, ``u`` half a
+        minute into the next minute for a minute that got a late print."""
+        if self.asset not in ("stock", "crypto"):
+            return []
         now = self.now_ns()
-        minute = now // _MINUTE
+        minute = now // MINUTE_NS
         out: list[Message] = []
-        if minute != self._minute:
-            self._minute, self._half_done = minute, False
-            for symbol, inst in self._instruments.items():
-                done = inst.minute
-                if done is None or done.start_ns >= minute * _MINUTE:
-                    continue
-                inst.previous, inst.minute = done, None
-                if symbol in wanted.get("bars", ()):
-                    out.append(done.message("b", symbol))
-                if inst.day is not None and symbol in wanted.get("dailyBars", ()):
-                    out.append(inst.day.message("d", symbol))
-        elif not self._half_done and now % _MINUTE >= _MINUTE // 2:
-            self._half_done = True
+        model = self.model
+        for done in range(self._minute, minute):
+            out += [bar_message("b", s, model.minute_bar(s, done)) for s in wanted.get("bars", ())]
+            day = _day_start(now)
+            for symbol in wanted.get("dailyBars", ()):
+                bar = daily_bar(model, symbol, day, (done + 1) * MINUTE_NS)
+                if bar is not None:
+                    out.append(bar_message("d", symbol, bar))
+        self._minute = max(self._minute, minute)
+        due = (now - UPDATE_DELAY_NS) // MINUTE_NS  # the newest minute whose update is due
+        for late in range(self._updated_minute + 1, due + 1):
             for symbol in wanted.get("updatedBars", ()):
-                known = self._instruments.get(symbol)
-                if known is None or known.previous is None or self._rng.random() > 0.3:
-                    continue
-                late = known.previous
-                late.add(late.c, self._rng.choice((1, 10, 100)))  # a late print at the close
-                out.append(late.message("u", symbol))
+                if model.has_update(symbol, late):
+                    out.append(bar_message("u", symbol, model.updated_bar(symbol, late)))
+        self._updated_minute = max(self._updated_minute, due)
         return out
 
 

@@ -92,7 +92,7 @@ def bar(
     high: float,
     low: float,
     close: float,
-    volume: int,
+    volume: float,
     trade_count: int,
     vwap: float,
 ) -> Message:

@@ -82,11 +82,7 @@ class Replayer:
             return
         stats = self._hub.stats
         for session in self._hub.ready_data():
-            wanted = [
-                m
-                for m in market
-                if not isinstance(m, dict) or session.subs.wants(m.get("T"), m.get("S"))
-            ]
+            wanted = [m for m in market if not isinstance(m, dict) or session.subs.wants_message(m)]
             if not wanted:
                 continue
             whole = len(wanted) == len(msgs) and isinstance(frame.payload, bytes)

@@ -1,7 +1,11 @@
 """The simulator's server: one port, routed by path.
 
 * ``/v2/iex``, ``/v2/sip``, ``/v2/test``, ``/v2/delayed_sip``: market data stream v2
+* ``/v1beta3/crypto/us``, ``/v1beta1/indicative``, ``/v1beta1/opra``, ``/v1beta1/news``: the
+  crypto, option and news streams (``simulator.kinds``)
 * ``/stream``: the trading stream
+* ``/v2/stocks/bars``, ``/v2/stocks/{symbol}/bars``, ``/v1beta3/crypto/us/bars``: historical
+  bars (``simulator.barsapi``)
 * any other ``/v2/...`` plain HTTP GET: the REST endpoints (``simulator.rest``)
 
 WebSocket upgrades and plain HTTP share the port: websockets' ``process_request`` answers
@@ -25,28 +29,31 @@ from websockets.http11 import Request, Response
 
 from simulator import faults as faults_mod
 from simulator import rest
-from simulator.config import DATA_FEEDS, SimulatorConfig
+from simulator.barsapi import CRYPTO_BARS, BarsDesk, is_bars_path
+from simulator.clock import MarketClock
+from simulator.config import SimulatorConfig
 from simulator.datastream import DataSession
 from simulator.emitter import MarketEmitter
 from simulator.faults import Faults, PeriodicFault
 from simulator.hub import Hub
+from simulator.kinds import ENDPOINTS
 from simulator.orderbook import OrderBook
 from simulator.orderflow import OrderFlow
 from simulator.replay import Replayer
 from simulator.tradingstream import TradingSession
 
 log = logging.getLogger(__name__)
-DATA_PATHS = {f"/v2/{feed}": feed for feed in DATA_FEEDS}
 TRADING_PATH = "/stream"
 
 
-def _json_response(status: int, body: Any) -> Response:
+def _json_response(status: int, body: Any, extra: dict[str, str] | None = None) -> Response:
     payload = json.dumps(body).encode()
     headers = Headers(
         [
             ("Content-Type", "application/json; charset=utf-8"),
             ("Content-Length", str(len(payload))),
             ("Connection", "close"),
+            *(extra or {}).items(),
         ]
     )
     return Response(status, http.HTTPStatus(status).phrase, headers, payload)
@@ -59,7 +66,10 @@ class SimulatorServer:
         self.config = config
         self.faults = Faults()
         self.hub = Hub(config, self.faults)
-        self.emitter = MarketEmitter(self.hub, config)
+        self.clock = MarketClock(config.clock_speed)
+        self.emitter = MarketEmitter(self.hub, config, self.clock)
+        self.hub.on_orderbooks = self.emitter.orderbook_snapshots
+        self.bars = BarsDesk(self.emitter.model, self.clock)
         self.book = OrderBook(price_of=self.emitter.price_of)
         self.order_flow = OrderFlow(
             self.book,
@@ -128,6 +138,8 @@ class SimulatorServer:
         target = request.path
         path = urlsplit(target).path
         if "websocket" not in request.headers.get("Upgrade", "").lower():
+            if is_bars_path(path):
+                return self._bars(request, path)
             if not path.startswith("/v2/"):
                 return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
             self.hub.stats.connections["rest"] += 1
@@ -139,7 +151,9 @@ class SimulatorServer:
                 self.config.credentials,
             )
             return _json_response(status, body)
-        stream = "trading" if path == TRADING_PATH else "data" if path in DATA_PATHS else None
+        stream = "trading" if path == TRADING_PATH else None
+        if path in ENDPOINTS:
+            stream = ENDPOINTS[path][0].name
         if stream is None:
             return conn.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
         status_code = self.faults.take_upgrade_rejection(stream)
@@ -154,7 +168,18 @@ class SimulatorServer:
         if path == TRADING_PATH:
             await TradingSession(conn, self.hub).run()
         else:
-            await DataSession(conn, DATA_PATHS[path], self.hub).run()
+            kind, feed = ENDPOINTS[path]
+            await DataSession(conn, feed, self.hub, kind).run()
+
+    def _bars(self, request: Request, path: str) -> Response:
+        self.hub.stats.connections["rest"] += 1
+        headers = request.headers
+        if path != CRYPTO_BARS and not self.config.credentials.accepts(
+            headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
+        ):
+            return _json_response(401, {"code": 40110000, "message": "request is not authorized"})
+        status, extra, body = self.bars.handle(request.path)
+        return _json_response(status, body, extra)
 
     async def _periodic(self, fault: PeriodicFault) -> None:
         kinds = list(faults_mod.MALFORMED)

@@ -6,23 +6,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simulator.messages import CHANNEL_OF
+from simulator.kinds import ALL_CHANNELS, STOCKS, StreamKind, wanted_key
 
 #: Stock channels in the order the ``subscription`` reply lists them.
-STOCK_CHANNELS: Sequence[str] = (
-    "trades",
-    "quotes",
-    "bars",
-    "updatedBars",
-    "dailyBars",
-    "statuses",
-    "lulds",
-)
+STOCK_CHANNELS: Sequence[str] = STOCKS.channels
 #: Channels only the test stream (``/v2/test``) serves; its reply lists just these.
 TEST_CHANNELS: Sequence[str] = ("trades", "quotes", "bars")
-#: Channels that exist on other Alpaca streams: asking for them here is a 410.
-FOREIGN_CHANNELS = frozenset({"orderbooks", "news", "imbalances"})
-IMPLIED = ("corrections", "cancelErrors")  # mirror ``trades``
 
 _SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9.\-/]{0,20})$")
 
@@ -38,8 +27,15 @@ class SubscriptionError(Exception):
 class Subscriptions:
     """Ordered symbol sets per channel; ``*`` subscribes a channel to every symbol."""
 
-    def __init__(self, *, test_feed: bool = False, symbol_limit: int | None = None) -> None:
-        self.channels: Sequence[str] = TEST_CHANNELS if test_feed else STOCK_CHANNELS
+    def __init__(
+        self,
+        *,
+        test_feed: bool = False,
+        symbol_limit: int | None = None,
+        kind: StreamKind = STOCKS,
+    ) -> None:
+        self.kind = kind
+        self.channels: Sequence[str] = TEST_CHANNELS if test_feed else kind.channels
         self._symbol_limit = symbol_limit
         self._sets: dict[str, dict[str, None]] = {ch: {} for ch in self.channels}
 
@@ -48,7 +44,7 @@ class Subscriptions:
 
         Validates everything first, so a refused request leaves the sets unchanged.
         Raises SubscriptionError with 400 (malformed), 410 (channel not on this stream)
-        or 405 (over the symbol limit).
+        405 (over the symbol limit) or 413 (``*`` on a channel that refuses it).
         """
         if action not in ("subscribe", "unsubscribe"):
             raise SubscriptionError(400)
@@ -56,11 +52,7 @@ class Subscriptions:
         for key, value in request.items():
             if key == "action":
                 continue
-            if (
-                key in IMPLIED
-                or key in FOREIGN_CHANNELS
-                or (key in STOCK_CHANNELS and key not in self.channels)
-            ):
+            if key in ALL_CHANNELS and key not in self.channels:
                 raise SubscriptionError(410)
             if key not in self.channels:
                 raise SubscriptionError(400)
@@ -68,6 +60,8 @@ class Subscriptions:
                 isinstance(s, str) and _SYMBOL.match(s) for s in value
             ):
                 raise SubscriptionError(400)
+            if action == "subscribe" and key in self.kind.no_star and "*" in value:
+                raise SubscriptionError(413)
             changes[key] = value
         updated = {ch: dict(symbols) for ch, symbols in self._sets.items()}
         for channel, symbols in changes.items():
@@ -87,18 +81,28 @@ class Subscriptions:
         message: dict[str, Any] = {"T": "subscription"}
         for channel in self.channels:
             message[channel] = list(self._sets[channel])
-        if self.channels is STOCK_CHANNELS:
-            for implied in IMPLIED:
+        if self.channels is self.kind.channels:
+            for implied in self.kind.implied:
                 message[implied] = list(self._sets["trades"])
         return message
 
     def wants(self, msg_type: Any, symbol: Any) -> bool:
         """Whether a message of type ``msg_type`` for ``symbol`` goes to this session."""
-        channel = CHANNEL_OF.get(msg_type)
+        return self.wants_any(msg_type, (symbol,))
+
+    def wants_any(self, msg_type: Any, symbols: Sequence[Any]) -> bool:
+        """Whether a message of type ``msg_type`` naming any of ``symbols`` goes here."""
+        channel = self.kind.channel_of.get(msg_type)
         if channel is None or channel not in self._sets:
             return False
-        symbols = self._sets[channel]
-        return "*" in symbols or symbol in symbols
+        held = self._sets[channel]
+        return "*" in held or any(s in held for s in symbols)
+
+    def wants_message(self, message: Mapping[str, Any]) -> bool:
+        """Whether ``message`` (a stock/crypto/option message, or a news article naming
+        several symbols) goes to this session."""
+        msg_type, symbols = wanted_key(message)
+        return self.wants_any(msg_type, symbols)
 
     def symbols(self, channel: str) -> list[str]:
         """The symbols (possibly ``*``) subscribed on ``channel``."""

@@ -46,8 +46,8 @@ class Cli:
         self._reader.start()
 
     def env(self) -> dict[str, str]:
-        wait_until(lambda: len(self.lines) >= 3, message="three start-up lines")
-        return dict(line.split("=", 1) for line in self.lines[:3])
+        wait_until(lambda: len(self.lines) >= 7, message="seven start-up lines")
+        return dict(line.split("=", 1) for line in self.lines[:7])
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
@@ -71,7 +71,7 @@ def cli_factory() -> Iterator[Callable[..., Cli]]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_prints_the_three_env_lines_with_the_bound_port_and_stops_cleanly(
+def test_prints_the_seven_env_lines_in_order_with_the_bound_port_and_stops_cleanly(
     cli_factory, sig: int
 ) -> None:
     cli = cli_factory("--scripted")
@@ -80,12 +80,21 @@ def test_prints_the_three_env_lines_with_the_bound_port_and_stops_cleanly(
         "ALPACA_DATA_STREAM_URL",
         "ALPACA_TRADING_STREAM_URL",
         "ALPACA_TRADING_API_URL",
+        "ALPACA_DATA_API_URL",
+        "ALPACA_CRYPTO_STREAM_URL",
+        "ALPACA_OPTION_STREAM_URL",
+        "ALPACA_NEWS_STREAM_URL",
     ]
     port = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", env["ALPACA_TRADING_API_URL"])
     assert port
     assert port.group(1) != "0"
-    assert env["ALPACA_DATA_STREAM_URL"] == f"ws://127.0.0.1:{port.group(1)}/v2/iex"
-    assert env["ALPACA_TRADING_STREAM_URL"] == f"ws://127.0.0.1:{port.group(1)}/stream"
+    base = f"127.0.0.1:{port.group(1)}"
+    assert env["ALPACA_DATA_STREAM_URL"] == f"ws://{base}/v2/iex"
+    assert env["ALPACA_TRADING_STREAM_URL"] == f"ws://{base}/stream"
+    assert env["ALPACA_DATA_API_URL"] == f"http://{base}"
+    assert env["ALPACA_CRYPTO_STREAM_URL"] == f"ws://{base}/v1beta3/crypto/us"
+    assert env["ALPACA_OPTION_STREAM_URL"] == f"ws://{base}/v1beta1/indicative"
+    assert env["ALPACA_NEWS_STREAM_URL"] == f"ws://{base}/v1beta1/news"
     account = requests.get(
         env["ALPACA_TRADING_API_URL"] + "/v2/account",
         headers={"APCA-API-KEY-ID": "any", "APCA-API-SECRET-KEY": "thing"},

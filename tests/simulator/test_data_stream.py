@@ -167,7 +167,7 @@ def test_subscribe_while_running_is_a_union_and_unsubscribe_a_difference(
         )
 
 
-def test_synthetic_market_trades_print_inside_quotes_and_bars_aggregate_them() -> None:
+def test_synthetic_market_trades_print_inside_quotes_and_inside_their_minute_bar() -> None:
     received, handler = collector()
     with Simulator(synthetic=True, rate=3000, clock_speed=60, seed=3) as sim:
         stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
@@ -186,19 +186,18 @@ def test_synthetic_market_trades_print_inside_quotes_and_bars_aggregate_them() -
             last_quote = message
         elif message["T"] == "t" and last_quote is not None:
             assert last_quote["bp"] <= message["p"] <= last_quote["ap"]
+    # Bars are a function of (symbol, minute) (so REST can serve them); the streamed trades
+    # stay inside their minute's range.
     bar = [m for m in received if m["T"] == "b"][1]  # the first minute may predate us
     start = bar["t"].to_unix_nano()
-    trades = [
-        m
+    prices = [
+        m["p"]
         for m in received
         if m["T"] == "t" and start <= m["t"].to_unix_nano() < start + 60_000_000_000
     ]
-    prices = [t["p"] for t in trades]
-    assert (bar["o"], bar["c"]) == (prices[0], prices[-1])
-    assert (bar["h"], bar["l"]) == (max(prices), min(prices))
-    assert (bar["v"], bar["n"]) == (sum(t["s"] for t in trades), len(trades))
-    vwap = sum(t["p"] * t["s"] for t in trades) / bar["v"]
-    assert abs(bar["vw"] - vwap) < 1e-5
+    assert prices
+    assert all(bar["l"] <= p <= bar["h"] for p in prices)
+    assert bar["l"] <= min(bar["o"], bar["c"]) <= max(bar["o"], bar["c"]) <= bar["h"]
 
 
 def test_star_subscription_gets_the_default_universe(sim: Simulator) -> None:

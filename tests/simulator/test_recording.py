@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -156,7 +158,7 @@ def test_recording_files_round_trip_and_bad_files_are_refused(tmp_path: Path) ->
         writer.write("data", b"\x91\x80", received_ns=5)
         writer.write("trading", '{"stream":"listening"}', received_ns=6)
         with pytest.raises(ValueError):
-            writer.write("news", b"")
+            writer.write("stocks", b"")
     frames = read_recording(path)
     assert [(f.ns, f.stream, f.payload) for f in frames] == [
         (5, "data", b"\x91\x80"),
@@ -168,3 +170,31 @@ def test_recording_files_round_trip_and_bad_files_are_refused(tmp_path: Path) ->
     path.write_text(path.read_text() + "not json\n")
     with pytest.raises(RecordingError, match=":4"):
         read_recording(path)
+
+
+@pytest.mark.parametrize("name", ["r.jsonl", "r.jsonl.gz"])
+def test_a_recording_is_private_and_a_second_run_appends_to_it(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    with RecordingWriter(path, meta={"run": 1}) as writer:
+        writer.write("data", b"\x91\x80", received_ns=1)
+        writer.write("crypto", b"\x91\x81", received_ns=2)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with RecordingWriter(path, meta={"run": 2}) as writer:
+        writer.write("options", b"\x91\x82", received_ns=3)
+        writer.write("news", b"\x91\x83", received_ns=4)
+    assert RecordingReader(path).header["meta"] == {"run": 1}  # the header stays first
+    assert [(f.ns, f.stream) for f in read_recording(path)] == [
+        (1, "data"),
+        (2, "crypto"),
+        (3, "options"),
+        (4, "news"),
+    ]
+
+
+def test_an_existing_readable_recording_is_made_private_when_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    RecordingWriter(path).close()
+    os.chmod(path, 0o644)
+    RecordingWriter(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_recording(path) == []
