@@ -121,6 +121,31 @@ REQUIRED_KEYS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
 )
 """Per ``T``: the raw keys a message must carry to be well-formed (others become ``null``)."""
 
+CRYPTO_REQUIRED_KEYS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        "t": REQUIRED_KEYS["t"],
+        "q": REQUIRED_KEYS["q"],
+        "b": REQUIRED_KEYS["b"],
+        "u": REQUIRED_KEYS["u"],
+        "d": REQUIRED_KEYS["d"],
+        "o": _ALWAYS | {"b", "a"},
+    }
+)
+"""The crypto stream's market messages (``o``: an order book snapshot or update)."""
+
+OPTION_REQUIRED_KEYS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"t": REQUIRED_KEYS["t"], "q": REQUIRED_KEYS["q"]}
+)
+"""The option stream's market messages: trades and quotes only."""
+
+NEWS_REQUIRED_KEYS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {"n": frozenset({RAW_TYPE_KEY, "id", "headline", "created_at", "updated_at"})}
+)
+"""The news stream's articles (no ``S``: an article names many symbols)."""
+
+ASSET_CLASSES: Final = ("us_equity", "crypto", "us_option")
+"""The ``asset_class`` of market-data events, and the normalizer family of each stream."""
+
 ORDER_UPDATE_TYPE: Final = "order_update"
 
 ORDER_UPDATE_FIELDS: Final[tuple[str, ...]] = (
