@@ -16,6 +16,8 @@ QUEUES = (PRICES_QUEUE, ORDERS_QUEUE)
 # prefix decides a task's queue and its delivery policy (celery_app.config.DeliveryPolicy).
 PRICES_BATCH_TASK = "prices.publish_batch"
 ORDER_EVENT_TASK = "orders.publish_event"
+# News articles ride the orders queue and its delivery policy: kept, never dropped.
+NEWS_ARTICLE_TASK = "news.publish_article"
 
 
 @dataclass(frozen=True, slots=True)

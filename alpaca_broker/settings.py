@@ -20,16 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from alpaca_broker.errors import ConfigError
 
 DataChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses", "lulds"]
-DATA_CHANNELS: tuple[DataChannel, ...] = (
-    "trades",
-    "quotes",
-    "bars",
-    "updated_bars",
-    "daily_bars",
-    "statuses",
-    "lulds",
-)
-StreamName = Literal["prices", "orders"]
+CryptoChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "orderbooks"]
+OptionChannel = Literal["trades", "quotes"]
+MARKET_DATA_STREAM = "wss://stream.data.alpaca.markets"
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -102,6 +95,34 @@ class Settings(BaseSettings):
         pattern=r"^[^\s:*?\[\]]+$",
     )
 
+    alpaca_data_api_url: str | None = Field(None, validation_alias=_env("ALPACA_DATA_API_URL"))
+    alpaca_crypto_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ALPACA_CRYPTO_SYMBOLS")
+    )
+    alpaca_crypto_channels: Annotated[tuple[CryptoChannel, ...], NoDecode] = Field(
+        ("trades", "quotes", "bars"), validation_alias=_env("ALPACA_CRYPTO_CHANNELS"), min_length=1
+    )
+    alpaca_crypto_stream_url: str = Field(
+        f"{MARKET_DATA_STREAM}/v1beta3/crypto/us", validation_alias=_env("ALPACA_CRYPTO_STREAM_URL")
+    )
+    alpaca_option_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ALPACA_OPTION_SYMBOLS")
+    )
+    alpaca_option_channels: Annotated[tuple[OptionChannel, ...], NoDecode] = Field(
+        ("trades", "quotes"), validation_alias=_env("ALPACA_OPTION_CHANNELS"), min_length=1
+    )
+    alpaca_option_feed: Literal["indicative", "opra"] = Field(
+        "indicative", validation_alias=_env("ALPACA_OPTION_FEED")
+    )
+    alpaca_option_stream_url: str | None = Field(
+        None, validation_alias=_env("ALPACA_OPTION_STREAM_URL")
+    )
+    alpaca_news_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("*",), validation_alias=_env("ALPACA_NEWS_SYMBOLS"), min_length=1
+    )
+    alpaca_news_stream_url: str = Field(
+        f"{MARKET_DATA_STREAM}/v1beta1/news", validation_alias=_env("ALPACA_NEWS_STREAM_URL")
+    )
     producer_lease: str | None = Field(
         None, validation_alias=_env("PRODUCER_LEASE"), pattern=r"^[A-Za-z0-9_.-]+$"
     )
@@ -134,12 +155,23 @@ class Settings(BaseSettings):
     )
     order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
 
-    @field_validator("alpaca_symbols", "alpaca_data_channels", mode="before")
+    @field_validator(
+        "alpaca_symbols",
+        "alpaca_data_channels",
+        "alpaca_crypto_symbols",
+        "alpaca_crypto_channels",
+        "alpaca_option_symbols",
+        "alpaca_option_channels",
+        "alpaca_news_symbols",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("alpaca_symbols")
+    @field_validator(
+        "alpaca_symbols", "alpaca_crypto_symbols", "alpaca_option_symbols", "alpaca_news_symbols"
+    )
     @classmethod
     def _upper_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         symbols = tuple(s.upper() for s in value)
@@ -152,17 +184,34 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         return _check_url(value, ("redis", "rediss", "unix"))
 
-    @field_validator("alpaca_data_stream_url", "alpaca_trading_stream_url")
+    @field_validator(
+        "alpaca_data_stream_url",
+        "alpaca_trading_stream_url",
+        "alpaca_crypto_stream_url",
+        "alpaca_option_stream_url",
+        "alpaca_news_stream_url",
+    )
     @classmethod
     def _ws_scheme(cls, value: str | None) -> str | None:
         return _check_url(value, ("ws", "wss"))
 
-    @field_validator("alpaca_trading_api_url")
+    @field_validator("alpaca_trading_api_url", "alpaca_data_api_url")
     @classmethod
     def _http_scheme(cls, value: str | None) -> str | None:
         return _check_url(value, ("http", "https"))
 
     # --- derived values ---
+    @property
+    def option_stream_url(self) -> str:
+        """The option stream for ALPACA_OPTION_FEED, unless overridden."""
+        default = f"{MARKET_DATA_STREAM}/v1beta1/{self.alpaca_option_feed}"
+        return self.alpaca_option_stream_url or default
+
+    @property
+    def data_api_url(self) -> str:
+        """The historical market data REST API base, unless overridden."""
+        return self.alpaca_data_api_url or "https://data.alpaca.markets"
+
     @property
     def broker_url(self) -> str:
         """The Celery broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``."""

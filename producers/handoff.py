@@ -245,31 +245,38 @@ class Handoff(ProducerUnit, Generic[T]):
         return True
 
 
-def to_wire(msg: dict[str, Any]) -> dict[str, Any]:
-    """Make a raw market message JSON-safe: a msgpack Timestamp ``t`` becomes int ns."""
-    t = msg.get("t")
-    if isinstance(t, msgpack.Timestamp):
-        msg["t"] = t.to_unix_nano()
+def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, Any]:
+    """Make a raw message JSON-safe: each msgpack Timestamp of ``keys`` becomes int ns.
+
+    Idempotent: a batch retried after a broker error is converted already.
+    """
+    for key in keys:
+        value = msg.get(key)
+        if isinstance(value, msgpack.Timestamp):
+            msg[key] = value.to_unix_nano()
     return msg
 
 
-def batch_sender(app: Celery, task: str) -> Send[Message]:
-    """Many messages per task, ``[[received_ns, raw], ...]``: the market-data delivery."""
+def batch_sender(app: Celery, task: str, family: str, keys: tuple[str, ...]) -> Send[Message]:
+    """Many messages per task, ``([[received_ns, raw], ...], family)``: market data."""
     sender = TaskSender(app)
 
     def send(batch: list[Message]) -> None:
-        items = [[m.received_ns, to_wire(m.payload)] for m in batch]
-        sender.send(task, [items], argsrepr=f"[{len(items)} events]")
+        items = [[m.received_ns, to_wire(m.payload, keys)] for m in batch]
+        # Stocks leave the family to the task's default: the wire of the first version.
+        args = [items] if family == "us_equity" else [items, family]
+        sender.send(task, args, argsrepr=f"[{len(items)} {family} events]")
 
     return send
 
 
-def each_sender(app: Celery, task: str) -> Send[Message]:
+def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
     """One task per message, ``(payload, received_ns, source)``, in arrival order."""
     sender = TaskSender(app)
 
     def send(batch: list[Message]) -> None:
         for m in batch:
-            sender.send(task, [m.payload, m.received_ns, m.source])
+            payload = to_wire(m.payload, keys) if keys else m.payload
+            sender.send(task, [payload, m.received_ns, m.source])
 
     return send

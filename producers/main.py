@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         settings.credentials()
         streams = parse_streams(args.streams)
+        for name in streams:
+            STREAMS[name].check(settings)
     except ConfigError as exc:
         exit_on_config_error(exc)
     setup_logging(

@@ -16,15 +16,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from alpaca.data.live.crypto import CryptoDataStream
+from alpaca.data.live.news import NewsDataStream
+from alpaca.data.live.option import OptionDataStream
 from alpaca.data.live.stock import StockDataStream
 from alpaca.trading.stream import TradingStream
 from celery import Celery
 
-from alpaca_broker.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK
+from alpaca_broker.keys import NEWS_ARTICLE_TASK, ORDER_EVENT_TASK, PRICES_BATCH_TASK
 from alpaca_broker.recording import RecordingWriter
-from alpaca_broker.schema import REQUIRED_KEYS
+from alpaca_broker.schema import (
+    CRYPTO_REQUIRED_KEYS,
+    NEWS_REQUIRED_KEYS,
+    OPTION_REQUIRED_KEYS,
+    REQUIRED_KEYS,
+)
 from alpaca_broker.settings import Settings
-from producers.clients import stocks
+from producers.clients import crypto, news, options, stocks
 from producers.clients.market import MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
 from producers.connection import ReconnectPolicy, StreamClient, StreamUnit
@@ -75,21 +83,44 @@ class StreamKind:
     reconcile: bool = False
     record_as: str = "data"
     websocket_params: Mapping[str, Any] | None = None
+    check: Callable[[Settings], None] = lambda s: None
+    """Raises ConfigError (exit 2) when the kind's settings cannot work."""
+    time_keys: tuple[str, ...] = ("t",)
+    """Raw keys holding msgpack Timestamps, sent to the workers as int ns."""
+
+
+def _market(
+    name: str,
+    client: type[Any],
+    url: Callable[[Settings], str],
+    family: str,
+    required_keys: Mapping[str, frozenset[str]],
+    subscription: Callable[[Settings], dict[str, list[str]]],
+    **options: Any,
+) -> StreamKind:
+    """A market-data kind: bounded, batched to ``prices.publish_batch``."""
+    defaults: dict[str, Any] = {
+        "reader": "market",
+        "task": PRICES_BATCH_TASK,
+        "delivery": "batch",
+        "bounded": True,
+        "silence_timeout": lambda s: s.data_timeout or None,
+        "record_as": name,
+    }
+    fields = {**defaults, **options}
+    return StreamKind(name, client, url, subscription, family=family,
+                      required_keys=required_keys, **fields)  # fmt: skip
 
 
 STREAMS: dict[str, StreamKind] = {
-    "prices": StreamKind(
-        name="prices",
-        client=StockDataStream,
-        url=lambda s: s.data_stream_url,
-        subscription=stocks.subscription,
-        reader="market",
-        family="us_equity",
-        required_keys=REQUIRED_KEYS,
-        silence_timeout=lambda s: s.data_timeout or None,
-        task=PRICES_BATCH_TASK,
-        delivery="batch",
-        bounded=True,
+    "prices": _market(
+        "prices",
+        StockDataStream,
+        lambda s: s.data_stream_url,
+        "us_equity",
+        REQUIRED_KEYS,
+        stocks.subscription,
+        record_as="data",
     ),
     "orders": StreamKind(
         name="orders",
@@ -106,6 +137,40 @@ STREAMS: dict[str, StreamKind] = {
         reconcile=True,
         record_as="trading",
         websocket_params=WEBSOCKET_PARAMS,
+        time_keys=(),
+    ),
+    "crypto": _market(
+        "crypto",
+        CryptoDataStream,
+        lambda s: s.alpaca_crypto_stream_url,
+        "crypto",
+        CRYPTO_REQUIRED_KEYS,
+        crypto.subscription,
+        check=crypto.check,
+    ),
+    "options": _market(
+        "options",
+        OptionDataStream,
+        lambda s: s.option_stream_url,
+        "us_option",
+        OPTION_REQUIRED_KEYS,
+        options.subscription,
+        check=options.check,
+    ),
+    "news": _market(
+        "news",
+        NewsDataStream,
+        lambda s: s.alpaca_news_stream_url,
+        "news",
+        NEWS_REQUIRED_KEYS,
+        news.subscription,
+        # An article is an event to keep, not a price to supersede: never dropped, one task
+        # each, published exactly once. News can be quiet for an hour: pings catch a dead peer.
+        task=NEWS_ARTICLE_TASK,
+        delivery="each",
+        bounded=False,
+        silence_timeout=lambda s: None,
+        time_keys=("created_at", "updated_at"),
     ),
 }
 
@@ -161,8 +226,8 @@ class Stream:
 def task_sender(kind: StreamKind, app: Celery) -> Send[Message]:
     """How ``kind``'s messages become Celery tasks: batches, or one task each."""
     if kind.delivery == "batch":
-        return batch_sender(app, kind.task)
-    return each_sender(app, kind.task)
+        return batch_sender(app, kind.task, kind.family, kind.time_keys)
+    return each_sender(app, kind.task, kind.time_keys)
 
 
 def build_stream(
