@@ -105,6 +105,7 @@ def _measure(
         }
     )
     try:
+        _until_flowing(prices, children)
         _wait(args.warmup)
         sampler.begin()
         prices.measure(True)
@@ -133,6 +134,16 @@ def _measure(
         "published": prices.count,
         "dropped": stream.get("dropped", 0),
     }
+
+
+def _until_flowing(probe: ChannelProbe, children: Children, limit: float = 120.0) -> None:
+    """Wait for the first event on the channel (processes start slowly on a busy machine),
+    so that the warm-up counts from a running pipeline."""
+    deadline = time.monotonic() + limit
+    while not probe.count and time.monotonic() < deadline:
+        if dead := children.dead():
+            raise RuntimeError(f"{', '.join(dead)} exited; logs in {children.logs}")
+        time.sleep(0.1)
 
 
 def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> None:
