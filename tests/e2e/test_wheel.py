@@ -19,7 +19,6 @@ import subprocess
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = next(root.glob("alpaca_broker-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    purelib = Path(
-        sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
-    )
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     (purelib / "project-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     python = venv / "bin" / "python"
     install = [*pip, "--python", str(python), "install", "--no-deps", str(wheel)]
@@ -58,14 +55,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def outside(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+def outside(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A working directory outside the checkout and an environment that knows no checkout."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("ALPACA_", "APCA_", "CELERY_", "REDIS_", "PYTHON", "VIRTUAL_ENV"))
     }
-    yield tmp_path, {**env, "FLOWER_BASIC_AUTH": "demo:demo-pass"}
+    return tmp_path, {**env, "FLOWER_BASIC_AUTH": "demo:demo-pass"}
 
 
 def test_the_package_is_imported_from_the_wheel_not_the_checkout(
