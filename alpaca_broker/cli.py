@@ -8,7 +8,7 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producers.main:main", "run the producer process (price and order streams)"),
     "simulate": ("simulator.cli:main", "run the local Alpaca simulator"),
-    "bench": ("alpaca_broker.bench:main", "measure end-to-end throughput and latency"),
+    "bench": ("benchmarks.run:main", "measure end-to-end throughput and latency"),
     "demo": (
         "alpaca_broker.demo:main",
         "run the whole pipeline locally (simulator, Redis, workers, Flower)",

@@ -9,81 +9,54 @@ Ctrl-C stops every process and leaves nothing running.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
+from typing import TextIO
 
 import redis
 
+from alpaca_broker.children import Children
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health import collect_queues
 from alpaca_broker.keys import Keys
-from alpaca_broker.redis_server import RedisServer, free_port
-from alpaca_broker.settings import Settings, load_settings
+from alpaca_broker.redis_server import RedisServer, free_port, masked, require_redis, unreachable
+from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
+from simulator import launcher
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_KEY, DEMO_SECRET = "demo-key", "demo-secret"  # the simulator accepts any credentials
+CLEAR_LINE = "\r\x1b[K"  # back to the line's start, erase it
 
 
-class Processes:
-    """Child processes, each in its own session so that stopping one stops its children."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.children.append((name, proc))
-        return proc
-
-    def dead(self) -> list[str]:
-        return [name for name, proc in self.children if proc.poll() is not None]
-
-    def stop_all(self, timeout: float = 15.0) -> None:
-        for _, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in reversed(self.children):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            with contextlib.suppress(ProcessLookupError):  # a pool child left behind
-                os.killpg(proc.pid, signal.SIGKILL)
+def _simulator(children: Children, env: dict[str, str], rate: float, speed: float) -> None:
+    options = ["--port", "0", "--rate", str(rate), "--order-rate", "2", "--log-level", "WARNING"]
+    sim = launcher.launch([*options, "--clock-speed", str(speed)], env, children.log("simulator"))
+    children.adopt("simulator", sim.proc)
+    env.update(sim.env)
 
 
-def _simulator(procs: Processes, env: dict[str, str], rate: float) -> dict[str, str]:
-    argv = [
-        sys.executable, "-m", "alpaca_broker", "simulate", "--port", "0", "--rate", str(rate),
-        "--order-rate", "2", "--clock-speed", "60", "--log-level", "WARNING",
-    ]  # fmt: skip
-    with (procs.logs / "simulator.log").open("ab") as log:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=log, start_new_session=True
-        )
-    procs.children.append(("simulator", proc))
-    assert proc.stdout is not None
-    return dict(proc.stdout.readline().decode().strip().split("=", 1) for _ in range(3))
+def tail_command(redis_url: str) -> str:
+    """A ``tail prices`` command line that works as shown from any shell: the absolute path
+    of this installation's ``alpaca-broker`` (or ``python -m alpaca_broker``)."""
+    script = Path(sys.executable).parent / "alpaca-broker"
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "alpaca_broker"]
+    return f"REDIS_URL={masked(redis_url)} {shlex.join(program)} tail prices"
+
+
+def show_status(line: str, out: TextIO) -> None:
+    """Redraw the status line in place on a terminal; one line each time when piped."""
+    if out.isatty():
+        print(f"{CLEAR_LINE}{line}", end="", file=out, flush=True)
+    else:
+        print(line, file=out, flush=True)
 
 
 def _has_keys(settings: Settings) -> bool:
@@ -92,14 +65,6 @@ def _has_keys(settings: Settings) -> bool:
     except ConfigError:  # none, or empty as in a fresh copy of .env.example
         return False
     return True
-
-
-def _shown(url: str) -> str:
-    """``url`` with its password masked, for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def summary(
@@ -126,11 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--simulator", action="store_true", help="use the local simulator")
     which.add_argument("--alpaca", action="store_true", help="use Alpaca (keys from .env)")
     parser.add_argument("--rate", type=float, default=500, help="simulated messages/s")
+    parser.add_argument(
+        "--clock-speed", type=float, default=1.0, help="simulated market clock (1: wall clock)"
+    )
     parser.add_argument("--flower-port", type=int, default=5555, help="0 picks a free port")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    use_sim = args.simulator or (not args.alpaca and not _has_keys(settings))
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    # REDIS_URL from the environment or .env; without one, an embedded Redis.
+    redis_url = settings.redis_url if "redis_url" in settings.model_fields_set else None
+    if redis_url:
+        require_redis("demo", redis_url)
     stop = False
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -140,66 +114,84 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     work = Path(tempfile.mkdtemp(prefix="alpaca-demo-"))
-    procs = Processes(work)
     server = None
-    # REDIS_URL from the environment or .env; without one, an embedded Redis.
-    redis_url = settings.redis_url if "redis_url" in settings.model_fields_set else None
-    try:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if not redis_url:
-            server = RedisServer(work / "redis", fsync="everysec")
-            server.start()
-            redis_url = server.url
-            env["CELERY_BROKER_URL"] = ""  # the embedded Redis is the broker, whatever .env says
-        env["REDIS_URL"] = redis_url
-        env.setdefault("HEALTH_INTERVAL", "1")  # the summary line reads the heartbeat
-        if use_sim:
-            env.update(_simulator(procs, env, args.rate))
-            env.update(ALPACA_API_KEY=DEMO_KEY, ALPACA_SECRET_KEY=DEMO_SECRET)
-            env.setdefault("ALPACA_SYMBOLS", "AAPL,MSFT,NVDA,TSLA,SPY")
-        given_auth = env.get("FLOWER_BASIC_AUTH")
-        flower_auth = given_auth or f"demo:{secrets.token_urlsafe(8)}"
-        flower_port = args.flower_port or free_port()
-        celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
-        worker = [*celery, "worker", "--without-gossip", "--without-mingle", "-c", "1"]
-        procs.start(
-            "worker-prices",
-            [*worker, "-Q", "prices", "-n", "prices@%h", "-P", "solo", "-l", "WARNING"],
-            env,
-        )
-        procs.start(
-            "worker-orders", [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"], env
-        )
-        procs.start("producer", [sys.executable, "-m", "alpaca_broker", "producer"], env)
-        procs.start(
-            "flower",
-            [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"],
-            {**env, "FLOWER_BASIC_AUTH": flower_auth},
-        )
-        user, password = flower_auth.split(":", 1)
-        login = f"{user} / {'FLOWER_BASIC_AUTH' if given_auth else password}"
-        print(f"Redis:     {_shown(redis_url)}", flush=True)
-        print(f"Flower:    http://127.0.0.1:{flower_port}/  (login {login})", flush=True)
-        print(f"Source:    {'simulator ' + env['ALPACA_DATA_STREAM_URL'] if use_sim else 'Alpaca'}")
-        print(f"Logs:      {work}")
-        print(f"Watch:     REDIS_URL={_shown(redis_url)} alpaca-broker tail prices", flush=True)
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
-        last = time.monotonic()
-        while not stop:
-            time.sleep(0.2)
-            if procs.dead():
-                print(f"\nstopped: {', '.join(procs.dead())} exited (logs in {work})", flush=True)
-                return 1
-            now = time.monotonic()
-            if now - last >= args.interval:
+    with Children(work) as children:
+        try:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            if not redis_url:
+                server = RedisServer(work / "redis", fsync="everysec")
+                try:
+                    server.start()
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    unreachable("demo", server.url, f"the embedded Redis did not start: {exc}")
+                redis_url = server.url
+                env["CELERY_BROKER_URL"] = (
+                    ""  # the embedded Redis is the broker, whatever .env says
+                )
+            env["REDIS_URL"] = redis_url
+            return _run(args, settings, env, children, lambda: stop)
+        finally:
+            children.stop()
+            if server is not None:
+                server.stop()
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    env: dict[str, str],
+    children: Children,
+    stopped: Callable[[], bool],
+) -> int:
+    """Start the processes, print where to look, then a status line until ``stopped()``."""
+    redis_url, work = env["REDIS_URL"], children.logs
+    env.setdefault("HEALTH_INTERVAL", "1")  # the summary line reads the heartbeat
+    use_sim = args.simulator or (not args.alpaca and not _has_keys(settings))
+    if use_sim:
+        _simulator(children, env, args.rate, args.clock_speed)
+        env.update(ALPACA_API_KEY=DEMO_KEY, ALPACA_SECRET_KEY=DEMO_SECRET)
+        env.setdefault("ALPACA_SYMBOLS", "AAPL,MSFT,NVDA,TSLA,SPY")
+    given_auth = env.get("FLOWER_BASIC_AUTH")
+    flower_auth = given_auth or f"demo:{secrets.token_urlsafe(8)}"
+    flower_port = args.flower_port or free_port()
+    celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
+    worker = [*celery, "worker", "--without-gossip", "--without-mingle", "-c", "1"]
+    children.start(
+        "worker-prices",
+        [*worker, "-Q", "prices", "-n", "prices@%h", "-P", "solo", "-l", "WARNING"],
+        env,
+    )
+    children.start(
+        "worker-orders", [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"], env
+    )
+    children.start("producer", [sys.executable, "-m", "alpaca_broker", "producer"], env)
+    children.start(
+        "flower",
+        [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"],
+        {**env, "FLOWER_BASIC_AUTH": flower_auth},
+    )
+    user, password = flower_auth.split(":", 1)
+    login = f"{user} / {'FLOWER_BASIC_AUTH' if given_auth else password}"
+    print(f"Redis:     {masked(redis_url)}", flush=True)
+    print(f"Flower:    http://127.0.0.1:{flower_port}/  (login {login})", flush=True)
+    print(f"Source:    {'simulator ' + env['ALPACA_DATA_STREAM_URL'] if use_sim else 'Alpaca'}")
+    print(f"Logs:      {work}")
+    print(f"Watch:     {tail_command(redis_url)}", flush=True)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
+    last = time.monotonic()
+    while not stopped():
+        time.sleep(0.2)
+        if children.dead():
+            print(f"\nstopped: {', '.join(children.dead())} exited (logs in {work})", flush=True)
+            return 1
+        now = time.monotonic()
+        if now - last >= args.interval:
+            try:
                 line = summary(client, keys, settings.producer_name, previous, now - last)
-                last = now
-                end = "\r" if sys.stdout.isatty() else "\n"
-                print(f"{line:<120}", end=end, flush=True)
-        print("\nstopping...", flush=True)
-        return 0
-    finally:
-        procs.stop_all()
-        if server is not None:
-            server.stop()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                unreachable("demo", redis_url, exc)
+            last = now
+            show_status(line, sys.stdout)
+    print("\nstopping...", flush=True)
+    return 0

@@ -12,6 +12,7 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import QUEUES, Keys
+from alpaca_broker.redis_server import masked
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
 # kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         report["producers"] = collect_producers(client, Keys(settings.redis_key_prefix))
         report["workers"] = collect_workers(app, args.timeout)
     except (redis.RedisError, OSError) as exc:
-        report["redis"] = {"error": str(exc)}
+        report["redis"] = {"error": f"{masked(settings.redis_url)}: {exc}"}
     report["last_message_age_s"] = flow(report["producers"], time.time())
     reasons = problems(report, settings, args.producer or [settings.producer_name])
     report["healthy"], report["problems"] = not reasons, reasons

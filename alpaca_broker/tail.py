@@ -10,6 +10,7 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_server import require_redis, unreachable
 from alpaca_broker.settings import exit_on_config_error, load_settings
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
+    require_redis("tail", settings.redis_url)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     keys = Keys(settings.redis_key_prefix)
     try:
@@ -63,4 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             tail_orders(client, keys, args.from_start, sys.stdout, args.count)
     except KeyboardInterrupt:
         pass
+    except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis went away meanwhile
+        unreachable("tail", settings.redis_url, exc)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import psutil
 import redis
 
 from alpaca_broker.keys import Keys
+from tasks.timestamps import parse_rfc3339
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO, process_env
 
@@ -47,6 +49,10 @@ def test_demo_delivers_prices_and_orders_and_ctrl_c_leaves_nothing_running(tmp_p
         wait_until(lambda: client.xlen(KEYS.orders_events) > 0, 60, message=text())
         event = json.loads(client.xrange(KEYS.orders_events, count=1)[0][1]["event"])
         assert event["type"] == "order_update"
+        _assert_market_time_is_wall_clock_time(client)
+        _assert_the_watch_command_works_as_shown_from_a_fresh_shell(text(), tmp_path)
+        wait_until(lambda: len(_status_lines(text())) >= 3, 30, message=text())
+        assert "\r" not in text()  # piped: one plain line per status, no redraw
         children = _descendants(demo.pid)
         ports = {_port(c) for p in children for c in _connections(p) if c.status == "LISTEN"}
         assert len(children) >= 5
@@ -61,6 +67,36 @@ def test_demo_delivers_prices_and_orders_and_ctrl_c_leaves_nothing_running(tmp_p
     listening = {_port(c) for c in psutil.net_connections() if c.status == "LISTEN"}
     assert ports
     assert not ports & listening
+
+
+def _status_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "| queues " in line]
+
+
+def _assert_market_time_is_wall_clock_time(client: redis.Redis) -> None:
+    """Trades and quotes carry the market's time: within seconds of when they were read."""
+    events = [
+        json.loads(raw)
+        for key in client.keys(KEYS.latest("*"))
+        for kind, raw in client.hgetall(key).items()
+        if kind in ("trade", "quote")
+    ]
+    assert events
+    for event in events:
+        skew_s = (parse_rfc3339(event["timestamp"]) - parse_rfc3339(event["received_at"])) / 1e9
+        assert abs(skew_s) < 5, event
+
+
+def _assert_the_watch_command_works_as_shown_from_a_fresh_shell(text: str, cwd: Path) -> None:
+    shown = next(line for line in text.splitlines() if line.startswith("Watch:"))
+    command = shown.removeprefix("Watch:").strip()
+    fresh = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    done = subprocess.run(
+        ["/bin/sh", "-c", f"{command} -n 1"],
+        cwd=cwd, env=fresh, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, (command, done.stderr)
+    assert json.loads(done.stdout)["symbol"]
 
 
 def _port(conn: Any) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,50 +20,29 @@ from typing import Any
 
 import redis
 
-from alpaca_broker.bench_designs import Design, all_designs
-from alpaca_broker.bench_report import plot, render
+from alpaca_broker.children import Children
 from alpaca_broker.keys import Keys
-from alpaca_broker.probes import ChannelProbe, ProcessSampler
-from alpaca_broker.redis_server import RedisServer
+from alpaca_broker.redis_server import RedisServer, require_redis, unreachable
+from benchmarks.designs import Design, all_designs
+from benchmarks.probes import ChannelProbe, ProcessSampler
+from benchmarks.report import plot, render
+from simulator import launcher
 
 KEYS = Keys()
 PRODUCER = "bench"
-REPO = Path(__file__).resolve().parents[1]
 SYMBOLS = [f"SY{i:03d}" for i in range(50)]
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL what has not exited after ``grace`` seconds (a naive worker
-    with a deep backlog can take longer than a run to shut down warm)."""
-    for proc in procs:
-        proc.terminate()
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def _simulator(
-    rate: float, order_rate: float, env: dict[str, str], log: Path
-) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    argv = [
-        sys.executable, "-m", "alpaca_broker", "simulate", "--port", "0", "--rate", str(rate),
-        "--order-rate", str(order_rate), "--symbols", ",".join(SYMBOLS), "--mix", "t=40,q=60",
-        "--log-level", "WARNING",
+    children: Children, rate: float, order_rate: float, env: dict[str, str]
+) -> dict[str, str]:
+    options = [
+        "--port", "0", "--rate", str(rate), "--order-rate", str(order_rate),
+        "--symbols", ",".join(SYMBOLS), "--mix", "t=40,q=60", "--log-level", "WARNING",
     ]  # fmt: skip
-    with log.open("ab") as err:
-        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    urls = dict(proc.stdout.readline().decode().strip().split("=", 1) for _ in range(3))
-    return proc, urls
+    sim = launcher.launch(options, env, children.log("simulator"), cwd=children.cwd)
+    children.adopt("simulator", sim.proc)
+    return sim.env
 
 
 def _wait(seconds: float, sampler: ProcessSampler | None = None) -> None:
@@ -76,40 +54,58 @@ def _wait(seconds: float, sampler: ProcessSampler | None = None) -> None:
 
 
 def run_one(
-    design: Design, rate: float, args: argparse.Namespace, server: RedisServer, work: Path
+    design: Design, rate: float, args: argparse.Namespace, server: RedisServer | str, work: Path
 ) -> dict[str, Any]:
-    """One design at one offered rate: start, warm up, measure, stop; returns the figures."""
-    client = redis.Redis.from_url(server.url)
-    client.flushall()
+    """One design at one offered rate against the embedded ``server`` (or a Redis URL)."""
+    redis_url = server if isinstance(server, str) else server.url
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPACA_", "APCA_", "CELERY_"))}
-    # Set explicitly: the children run in the repo and would otherwise take these from .env.
+    # Set explicitly, whatever the environment says; the children run in ``work``, where
+    # no .env is.
     env.update(
-        REDIS_URL=server.url, CELERY_BROKER_URL="", REDIS_KEY_PREFIX=KEYS.prefix,
-        PRODUCER_NAME=PRODUCER, PYTHONPATH=str(REPO), LOG_LEVEL="WARNING",
+        REDIS_URL=redis_url, CELERY_BROKER_URL="", REDIS_KEY_PREFIX=KEYS.prefix,
+        PRODUCER_NAME=PRODUCER, LOG_LEVEL="WARNING",
     )  # fmt: skip
-    order_rate = args.order_rate if design.orders else 0
-    sim, urls = _simulator(rate, order_rate, env, work / "simulator.log")
-    workers = [
-        _spawn(argv, env, work / f"{design.name}-{n}.log") for n, argv in design.workers.items()
-    ]
-    prices = ChannelProbe(server.url, KEYS.prices_pattern, sample=args.sample).start()
-    orders = ChannelProbe(server.url, KEYS.orders_channel).start()
+    with Children(work, cwd=work) as children:
+        own = [server.proc.pid] if isinstance(server, RedisServer) and server.proc else []
+        return _measure(design, rate, args, env, children, client, own)
+
+
+def _measure(
+    design: Design,
+    rate: float,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    children: Children,
+    client: redis.Redis,
+    redis_pids: list[int],
+) -> dict[str, Any]:
+    """Start, warm up, measure, stop; returns the figures."""
+    urls = _simulator(children, rate, args.order_rate if design.orders else 0, env)
+    for name, argv in design.workers.items():
+        children.start(f"{design.name}-{name}", argv, env)
+    prices = ChannelProbe(env["REDIS_URL"], KEYS.prices_pattern, sample=args.sample).start()
+    orders = ChannelProbe(env["REDIS_URL"], KEYS.orders_channel).start()
     producer_env = {
         **env, **urls, "ALPACA_API_KEY": "bench-key", "ALPACA_SECRET_KEY": "bench-secret",
         "ALPACA_SYMBOLS": ",".join(SYMBOLS), "ALPACA_DATA_CHANNELS": "trades,quotes",
         "HEALTH_INTERVAL": "1",
     }  # fmt: skip
-    producer = _spawn(design.producer, producer_env, work / f"{design.name}-producer.log")
-    price_workers = [w.pid for w, n in zip(workers, design.workers, strict=True) if n != "orders"]
+    producer = children.start(f"{design.name}-producer", design.producer, producer_env)
+    price_workers = [
+        children.procs[f"{design.name}-{name}"].pid for name in design.workers if name != "orders"
+    ]
     sampler = ProcessSampler(
         {
             "producer": [producer.pid],
             "worker": price_workers,
-            "simulator": [sim.pid],
-            "redis": [server.proc.pid] if server.proc else [],
+            "simulator": [children.procs["simulator"].pid],
+            "redis": redis_pids,
         }
     )
     try:
+        _until_flowing(prices, children)
         _wait(args.warmup)
         sampler.begin()
         prices.measure(True)
@@ -119,12 +115,12 @@ def run_one(
         orders.measure(False)
         cpu = sampler.cpu_percent()
     finally:
-        _stop([producer])
+        children.stop(f"{design.name}-producer")
     health = json.loads(client.get(KEYS.producer_health(PRODUCER)) or "{}")
     stream = health.get("streams", {}).get("prices", {})
     if stream:  # a design with a heartbeat: let it drain, to count what was lost
         _settle(prices)
-    _stop([*workers, sim])
+    children.stop()
     prices.stop()
     orders.stop()
     return {
@@ -140,6 +136,16 @@ def run_one(
     }
 
 
+def _until_flowing(probe: ChannelProbe, children: Children, limit: float = 120.0) -> None:
+    """Wait for the first event on the channel (processes start slowly on a busy machine),
+    so that the warm-up counts from a running pipeline."""
+    deadline = time.monotonic() + limit
+    while not probe.count and time.monotonic() < deadline:
+        if dead := children.dead():
+            raise RuntimeError(f"{', '.join(dead)} exited; logs in {children.logs}")
+        time.sleep(0.1)
+
+
 def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> None:
     """Wait until no event arrived for ``quiet`` seconds (the pipeline drained)."""
     began, last, seen = time.monotonic(), time.monotonic(), probe.count
@@ -147,6 +153,13 @@ def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> Non
         time.sleep(0.2)
         if probe.count != seen:
             seen, last = probe.count, time.monotonic()
+
+
+def _start(server: RedisServer) -> None:
+    try:
+        server.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        unreachable("bench", server.url, f"the embedded Redis did not start: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", default="solo", help="pipeline price workers: solo or prefork")
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")
+    parser.add_argument(
+        "--redis-url",
+        help="run against this Redis instead of an embedded one (its database is emptied)",
+    )
     args = parser.parse_args(argv)
+    if args.redis_url:
+        require_redis("bench", args.redis_url)
     designs = all_designs(args.concurrency, args.pool)
     chosen = [designs[name] for name in args.designs.split(",")]
     rates = [float(r) for r in args.rates.split(",")]
@@ -173,16 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     for design in chosen:
         print(f"{design.name}: {design.description}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="alpaca-bench-") as tmp:
-        server = RedisServer(Path(tmp) / "redis", fsync="everysec")
-        server.start()
+        embedded = RedisServer(Path(tmp) / "redis", fsync="everysec")
+        server: RedisServer | str = args.redis_url or embedded
         try:
+            if isinstance(server, RedisServer):
+                _start(server)
             for design in chosen:
                 for rate in rates:
-                    rows.append(run_one(design, rate, args, server, Path(tmp)))
+                    try:
+                        rows.append(run_one(design, rate, args, server, Path(tmp)))
+                    except (redis.ConnectionError, redis.TimeoutError) as exc:
+                        unreachable("bench", server if isinstance(server, str) else server.url, exc)
                     for line in render(rows[-1:]).splitlines()[2:]:
                         print(line, file=sys.stderr, flush=True)
         finally:
-            server.stop()
+            if isinstance(server, RedisServer):
+                server.stop()
     print(render(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(rows, indent=2))
