@@ -73,7 +73,7 @@ def _start(redis_url: str, streams: str, **env: str) -> subprocess.CompletedProc
             {"ALPACA_OPTION_SYMBOLS": "X", "ALPACA_OPTION_CHANNELS": "bars"},
             "ALPACA_OPTION_CHANNELS",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_an_unusable_stream_setting_stops_the_producer_with_one_line(
     redis_url: str, streams: str, env: dict[str, str], variable: str
