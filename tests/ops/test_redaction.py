@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -195,8 +196,8 @@ def _heartbeat(client: redis.Redis) -> dict[str, object]:
     return json.loads(raw) if raw else {}
 
 
-def _streams(client: redis.Redis) -> dict[str, dict[str, object]]:
-    streams: dict[str, dict[str, object]] = _heartbeat(client).get("streams", {})  # type: ignore[assignment]
+def _streams(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    streams: dict[str, dict[str, Any]] = _heartbeat(client).get("streams", {})  # type: ignore[assignment]
     return streams
 
 
@@ -260,7 +261,7 @@ def test_producer_outputs_hold_no_form_of_any_secret_through_auth_failure_reconn
             lambda: (
                 _all_connected(client)
                 and all(int(s.get("reconnects", 0)) >= 1 for s in _streams(client).values())
-            ),  # type: ignore[call-overload]
+            ),
             30,
             message=f"both streams reconnected\n{run.text()[-3000:]}",
         )
