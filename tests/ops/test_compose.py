@@ -142,8 +142,8 @@ def test_redis_runs_with_the_compose_settings(stack: OpsStack, compose: dict[str
 
 def _config_value(value: str) -> str:
     """A redis-server option as CONFIG GET reads it back (``1gb`` -> bytes)."""
-    units = {"kb": 1000, "k": 1000, "mb": 10**6, "m": 10**6, "gb": 10**9, "g": 10**9}
-    units |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3}
+    # redis.conf's units: k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+    units = {"k": 1000, "m": 10**6, "g": 10**9, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
     found = re.fullmatch(r"(\d+)([a-z]+)", value.lower())
     if found and found.group(2) in units:
         return str(int(found.group(1)) * units[found.group(2)])
