@@ -19,6 +19,7 @@ from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
 NEAR_VISIBILITY = 0.8  # an unacked message this old will soon be delivered a second time
+NEAR_MAXMEMORY = 0.8  # past this share of maxmemory, a full Redis (refused writes) is near
 
 
 def collect_redis(client: redis.Redis) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def collect_redis(client: redis.Redis) -> dict[str, Any]:
         "version": info.get("redis_version"),
         "used_memory": info.get("used_memory"),
         "maxmemory": info.get("maxmemory"),
+        # 0 means no limit: the memory check is skipped, and the report says so.
+        "memory_limit": "maxmemory" if info.get("maxmemory") else "none (not checked)",
         "maxmemory_policy": info.get("maxmemory_policy"),
         "aof_enabled": bool(info.get("aof_enabled")),
         "aof_last_write_status": info.get("aof_last_write_status"),
@@ -82,6 +85,12 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
     found: list[str] = []
     if "error" in report["redis"]:
         return [f"redis unreachable: {report['redis']['error']}"]
+    used, limit = report["redis"].get("used_memory") or 0, report["redis"].get("maxmemory") or 0
+    if limit and used >= NEAR_MAXMEMORY * limit:
+        found.append(
+            f"redis memory near its limit: used_memory {used} is {used / limit:.0%} of maxmemory "
+            f"{limit} (at the limit writes are refused: docs/deployment.md, sizing Redis memory)"
+        )
     producers = report["producers"]
     for name in expected:
         if name not in producers:
@@ -157,8 +166,14 @@ def render(report: dict[str, Any]) -> str:
     lines += [f"  problem: {p}" for p in report["problems"]]
     r = report["redis"]
     if "error" not in r:
+        limit = r.get("maxmemory") or 0
+        memory = (
+            f"{r['used_memory']} of maxmemory {limit} ({r['used_memory'] / limit:.0%})"
+            if limit
+            else f"{r['used_memory']} (no maxmemory set: unbounded, not checked)"
+        )
         lines.append(
-            f"redis: ping {r['ping_ms']} ms, memory {r['used_memory']}, policy "
+            f"redis: ping {r['ping_ms']} ms, memory {memory}, policy "
             f"{r['maxmemory_policy']}, aof {'on' if r['aof_enabled'] else 'off'}, "
             f"clients {r['connected_clients']}"
         )

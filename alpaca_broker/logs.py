@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal, TextIO
 
 from alpaca_broker.errors import MalformedMessage
+from alpaca_broker.redaction import Redactor
 
 _local = threading.local()
 _default_component = "main"
@@ -40,11 +41,12 @@ class _ComponentFilter(logging.Filter):
 
 
 class _Redacting(logging.Formatter):
-    """Replaces every known secret with ``***`` in the finished line (a last line of defence)."""
+    """Replaces every form of every known secret with ``***`` in the finished line
+    (:mod:`alpaca_broker.redaction`): raw, JSON-, repr- and percent-escaped alike."""
 
     def __init__(self, fmt: str | None, secrets: Iterable[str]) -> None:
         super().__init__(fmt)
-        self._secrets = tuple(secrets)
+        self.redact = Redactor(secrets)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return (
@@ -52,26 +54,26 @@ class _Redacting(logging.Formatter):
         )
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.render(record)
-        for secret in self._secrets:
-            line = line.replace(secret, "***")
-        return line
+        return self.redact(self.render(record))
 
     def render(self, record: logging.LogRecord) -> str:
         return super().format(record)
 
 
 class _JsonFormatter(_Redacting):
+    """One JSON object a line. Message and traceback are redacted before they are escaped
+    into JSON, and the finished line again (in its escaped forms)."""
+
     def render(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
             "ts": self.formatTime(record),
             "level": record.levelname,
             "component": getattr(record, "component", _default_component),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self.redact(record.getMessage()),
         }
         if record.exc_info:
-            doc["exc_info"] = self.formatException(record.exc_info)
+            doc["exc_info"] = self.redact(self.formatException(record.exc_info))
         return json.dumps(doc, default=str)
 
 

@@ -11,7 +11,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from alpaca.common.enums import BaseURL
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -236,21 +236,32 @@ class Settings(BaseSettings):
         return self.alpaca_trading_api_url or default.value
 
     def credentials(self) -> tuple[str, str]:
-        """The Alpaca key and secret; raises ConfigError naming the one that is missing."""
-        if self.alpaca_api_key is None or not self.alpaca_api_key.get_secret_value():
-            raise ConfigError("ALPACA_API_KEY", "is required (or APCA_API_KEY_ID)")
-        if self.alpaca_secret_key is None or not self.alpaca_secret_key.get_secret_value():
-            raise ConfigError("ALPACA_SECRET_KEY", "is required (or APCA_API_SECRET_KEY)")
-        return self.alpaca_api_key.get_secret_value(), self.alpaca_secret_key.get_secret_value()
+        """The Alpaca key and secret; raises ConfigError naming the one that is missing.
+
+        Any length is accepted (a proxy or a test fake may use short ones); Alpaca's own are
+        20 and 40 characters, long enough to be redacted everywhere (alpaca_broker.redaction).
+        """
+        found: list[str] = []
+        for variable, alias, value in (
+            ("ALPACA_API_KEY", "APCA_API_KEY_ID", self.alpaca_api_key),
+            ("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY", self.alpaca_secret_key),
+        ):
+            text = value.get_secret_value() if value is not None else ""
+            if not text:
+                raise ConfigError(variable, f"is required (or {alias})")
+            found.append(text)
+        return found[0], found[1]
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret string a log line must never show (keys and URL passwords)."""
+        """Every secret string a log line must never show: the Alpaca key and secret, and each
+        URL password as written (percent-encoded) and decoded. Any length: the log redactor
+        decides how a short one is treated (alpaca_broker.redaction)."""
         values = [s.get_secret_value() for s in (self.alpaca_api_key, self.alpaca_secret_key) if s]
         for url in (self.redis_url, self.celery_broker_url):
             password = urlsplit(url).password if url else None
             if password:
-                values.append(password)
-        return tuple(v for v in values if len(v) >= 4)
+                values += [password, unquote(password)]
+        return tuple(dict.fromkeys(v for v in values if v))
 
 
 def _first_error_line(exc: ValidationError) -> ConfigError:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import pytest
 
 FLAGS = (
     "--headless=new",
@@ -65,3 +68,23 @@ def dump_dom(
     if done.returncode != 0:
         raise RuntimeError(f"chromium exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this is a CI run (``CI=true``, as GitHub Actions, GitLab and most set it)."""
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def chromium_or_skip(
+    install: Callable[[], str] = install_chromium, environ: Mapping[str, str] = os.environ
+) -> str:
+    """Chromium for a browser test. Where it cannot be installed the test is skipped, except
+    in CI, where the browser can always be installed: there the test fails instead, so that a
+    broken install cannot turn the browser check into a quiet skip."""
+    try:
+        return install()
+    except RuntimeError as exc:
+        reason = f"headless Chromium cannot be installed here: {exc}"
+        if in_ci(environ):
+            pytest.fail(f"{reason} (CI=true: a skip would hide the browser test)")
+        pytest.skip(reason)

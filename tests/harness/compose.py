@@ -4,8 +4,10 @@ here as real processes (with the venv's ``bin`` first on PATH, as the image has 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,34 @@ def unescape(text: str) -> str:
         f"{text!r}: a single $ is interpolated by compose on the host; write $$"
     )
     return text.replace("$$", "$")
+
+
+_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(text: str, values: Mapping[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?message}`` with ``values`` as
+    the project's environment (.env and the shell)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        value = values.get(name, "")
+        if value:
+            return value
+        if kind == "?":
+            raise KeyError(f"{name}: {rest}")
+        return rest if kind == "-" else ""
+
+    return _VARIABLE.sub(one, text)
+
+
+def environment(
+    compose: dict[str, Any], service: str, values: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables compose gives the service's container (its ``environment:``, interpolated
+    with ``values``; no service here has an ``env_file`` a test could supply)."""
+    declared = compose["services"][service].get("environment", {})
+    return {k: interpolate(str(v), values or {}) for k, v in declared.items()}
 
 
 def healthcheck(compose: dict[str, Any], service: str) -> list[str]:

@@ -23,7 +23,7 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer, free_port
 from alpaca_broker.settings import Settings
 from celery_app.config import create_app
-from tests.harness.compose import command, local_argv, service_env
+from tests.harness.compose import command, environment, local_argv, service_env
 from tests.harness.service import ServiceProcess
 from tests.harness.workers import REPO
 
@@ -70,15 +70,23 @@ class OpsStack:
         """The demo producer's compose environment, its simulator URLs made local; ``metrics``
         turns on the metrics endpoint (on :attr:`metrics_port`)."""
         env = {
-            k: str(v).replace("simulator:8765", f"127.0.0.1:{self.sim_port}")
-            for k, v in self.compose["services"]["producer-demo"]["environment"].items()
-            if k not in ("REDIS_URL", "CELERY_BROKER_URL")
+            k: v.replace("simulator:8765", f"127.0.0.1:{self.sim_port}")
+            for k, v in self.service_settings("producer-demo").items()
         }
         env.update(TEST_ENV)
         if metrics:
             env["METRICS_PORT"] = str(self.metrics_port)
         env.update(extra)
         return service_env(self.redis_url, **env)
+
+    def service_settings(self, service: str, **values: str) -> dict[str, str]:
+        """The service's compose environment (interpolated with ``values``) less the
+        container's Redis URLs: the settings compose gives that service and no other."""
+        return {
+            k: v
+            for k, v in environment(self.compose, service, values).items()
+            if k not in ("REDIS_URL", "CELERY_BROKER_URL")
+        }
 
     @property
     def producer_name(self) -> str:
@@ -110,7 +118,8 @@ class OpsStack:
     def launch_worker(self, service: str) -> ServiceProcess:
         """Start a worker without waiting (see :meth:`wait_worker`)."""
         argv = local_argv(command(self.compose, service))
-        return self._service(service, argv, self.env()).start()
+        env = service_env(self.redis_url, **self.service_settings(service))
+        return self._service(service, argv, env).start()
 
     def wait_worker(self, service: str, timeout: float = 30) -> None:
         self.services[service].wait_ready(lambda: self.worker_answers(service), timeout)
@@ -149,8 +158,9 @@ class OpsStack:
     def start_flower(self, port: int, **env: str) -> ServiceProcess:
         """Flower (its compose command, on loopback by flowerconfig.py) on ``port``."""
         argv = local_argv(command(self.compose, "flower"))
-        inherited = {k: v for k, v in self.env().items() if not k.startswith("FLOWER_")}
-        service = self._service("flower", argv, {**inherited, "FLOWER_PORT": str(port), **env})
+        settings = self.service_settings("flower", **env)
+        flower_env = service_env(self.redis_url, **{**settings, "FLOWER_PORT": str(port), **env})
+        service = self._service("flower", argv, flower_env)
         return service.start(lambda: _http_ok(f"http://127.0.0.1:{port}/healthcheck"))
 
     def up(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from alpaca_broker.redis_server import RedisServer
 from tests.harness.compose import load_compose
@@ -24,10 +25,16 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="package")
-def ops_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A Redis of the compose file's settings (AOF fsynced every second, noeviction)."""
+def ops_redis(
+    compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """A Redis of the compose file's settings (AOF fsynced every second, noeviction, and
+    the compose file's maxmemory, set once it runs)."""
     server = RedisServer(tmp_path_factory.mktemp("ops-redis"), fsync="everysec")
     server.start()
+    options = compose["services"]["redis"]["command"][1:]
+    maxmemory = dict(zip(options[::2], options[1::2], strict=True))["--maxmemory"]
+    redis.Redis.from_url(server.url).config_set("maxmemory", maxmemory)
     yield server
     server.stop()
 

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 
 from alpaca_broker.settings import Settings
@@ -35,6 +36,7 @@ REDIS = (
     "redis-server",
     "--appendonly", "yes",
     "--appendfsync", "everysec",
+    "--maxmemory", "1gb",
     "--maxmemory-policy", "noeviction",
 )  # fmt: skip
 PRICES_WORKER = (
@@ -135,7 +137,65 @@ def test_redis_runs_with_the_compose_settings(stack: OpsStack, compose: dict[str
     pairs = dict(zip(options[::2], options[1::2], strict=True))
     for option, value in pairs.items():
         name = option.removeprefix("--")
-        assert stack.client.config_get(name) == {name: value}
+        assert stack.client.config_get(name) == {name: _config_value(value)}
+
+
+def _config_value(value: str) -> str:
+    """A redis-server option as CONFIG GET reads it back (``1gb`` -> bytes)."""
+    # redis.conf's units: k/m/g are powers of 1000, kb/mb/gb powers of 1024.
+    units = {"k": 1000, "m": 10**6, "g": 10**9, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+    found = re.fullmatch(r"(\d+)([a-z]+)", value.lower())
+    if found and found.group(2) in units:
+        return str(int(found.group(1)) * units[found.group(2)])
+    return value
+
+
+def test_compose_bounds_redis_memory_and_refuses_writes_rather_than_evicting(
+    compose: dict[str, Any],
+) -> None:
+    options = compose["services"]["redis"]["command"][1:]
+    pairs = dict(zip(options[::2], options[1::2], strict=True))
+    assert pairs["--maxmemory-policy"] == "noeviction"
+    assert int(_config_value(pairs["--maxmemory"])) >= 256 * 1024**2  # sized in the docs
+    assert "maxmemory" in (REPO / "docs" / "deployment.md").read_text()
+
+
+# Settings a service may get; the Alpaca credentials reach the producer alone.
+SHARED = {"REDIS_URL", "CELERY_BROKER_URL", "REDIS_KEY_PREFIX", "LOG_FORMAT",
+          "CELERY_VISIBILITY_TIMEOUT"}  # fmt: skip
+WORKER_SETTINGS = SHARED | {"ORDERS_STREAM_MAXLEN", "ORDER_DEDUPE_TTL"}
+
+
+def test_each_service_gets_only_its_own_settings_and_only_the_producer_the_alpaca_keys(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert "env_file" not in compose["x-app"]
+    assert services["producer"]["env_file"] == [{"path": ".env", "required": False}]
+    for name in ("worker-prices", "worker-orders", "flower", "producer-demo", "simulator"):
+        assert "env_file" not in services[name], name
+    for worker in ("worker-prices", "worker-orders"):
+        assert set(services[worker]["environment"]) == WORKER_SETTINGS, worker
+    assert set(services["flower"]["environment"]) == SHARED | {"FLOWER_BASIC_AUTH"}
+    # Defaults written into the file match the settings' own.
+    defaults = Settings(_env_file=None)
+    for name, value in services["worker-orders"]["environment"].items():
+        found = re.fullmatch(r"\$\{([A-Z_]+):-([^}]*)\}", str(value))
+        if found:
+            assert found.group(1) == name
+            field = next(
+                f for f, info in Settings.model_fields.items()
+                if info.validation_alias.choices[0] == name  # type: ignore[union-attr]
+            )  # fmt: skip
+            assert str(getattr(defaults, field)) == found.group(2), name
+
+
+@pytest.mark.slow
+def test_running_workers_and_flower_hold_no_alpaca_credentials(stack: OpsStack) -> None:
+    for name in ("worker-prices", "worker-orders", "producer-demo"):
+        environ = psutil.Process(stack.services[name].pid).environ()
+        has_keys = {"ALPACA_API_KEY", "ALPACA_SECRET_KEY"} <= set(environ)
+        assert has_keys is (name == "producer-demo"), name
 
 
 def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from alpaca_broker.redis_server import free_port
-from tests.harness.browser import dump_dom, install_chromium
+from tests.harness.browser import chromium_or_skip, dump_dom
 from tests.harness.compose import run_healthcheck
 from tests.harness.service import ServiceProcess
 from tests.harness.stack import OpsStack
@@ -62,10 +62,7 @@ def flower(running_stack: OpsStack) -> Iterator[Flower]:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    try:
-        return install_chromium()
-    except RuntimeError as exc:
-        pytest.skip(f"headless Chromium cannot be installed here: {exc}")
+    return chromium_or_skip()
 
 
 def wait_succeeded_orders(flower: Flower, count: int = 2) -> list[dict[str, Any]]:
@@ -127,10 +124,11 @@ def test_flower_metrics_count_the_order_workers_succeeded_tasks(
     )
 
     def counted() -> str | None:
-        text = flower.get("/metrics", auth=None).text
+        text = flower.get("/metrics").text
         return text if all(line in text for line in expected) else None
 
     wait_until(counted, 15, message=f"Flower's /metrics shows {expected}")
+    assert flower.get("/metrics", auth=None).status_code == 401  # behind the login
 
 
 @pytest.mark.timeout(900)  # may include installing Chromium with apt-get
@@ -185,4 +183,4 @@ def test_flower_does_not_turn_on_task_events_in_the_price_worker(
     )
     # ...and Flower has events of the order tasks only.
     assert {t["name"] for t in flower.tasks().values()} == {ORDER_TASK}
-    assert PRICE_TASK not in flower.get("/metrics", auth=None).text
+    assert PRICE_TASK not in flower.get("/metrics").text

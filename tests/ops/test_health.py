@@ -249,3 +249,61 @@ def test_render_names_problems_first_and_tolerates_missing_values() -> None:
     assert lines[:2] == ["UNHEALTHY", "  problem: no worker consumes queue 'orders'"]
     assert "queues: prices 0, orders 0; unacked 0" in lines
     assert any("no message yet" in line for line in lines)
+
+
+# --- memory, against a real Valkey with a small maxmemory ------------------------------------
+
+
+def _health_of(url: str) -> tuple[int, Report, str]:
+    import subprocess
+    import sys
+
+    from tests.harness.compose import service_env
+    from tests.harness.workers import REPO
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "alpaca_broker", "health", "--timeout", "0.2", *args]
+        env = service_env(url)
+        return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    doc = run("--json")
+    return doc.returncode, json.loads(doc.stdout), run().stdout
+
+
+def test_health_flags_redis_memory_near_maxmemory_and_says_when_there_is_no_limit(
+    tmp_path: Any,
+) -> None:
+    import redis
+
+    from alpaca_broker.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "small")
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        _, report, text = _health_of(server.url)
+        assert report["redis"]["maxmemory"] == 0
+        assert report["redis"]["memory_limit"] == "none (not checked)"
+        assert not any("memory" in p for p in report["problems"])
+        assert "no maxmemory set: unbounded, not checked" in text
+
+        limit = client.info()["used_memory"] + 4 * 1024 * 1024
+        client.config_set("maxmemory", limit)
+        filled = 0
+        while client.info()["used_memory"] < 0.85 * limit:
+            client.set(f"fill:{filled}", b"x" * 65536)
+            filled += 1
+        code, report, text = _health_of(server.url)
+        assert code == 1
+        assert (
+            [p for p in report["problems"] if "memory" in p]
+            == [p for p in report["problems"] if p.startswith("redis memory near its limit")]
+            != []
+        )
+        assert f"of maxmemory {limit}" in text
+
+        client.flushall()
+        _, report, _ = _health_of(server.url)
+        assert not any("memory" in p for p in report["problems"])  # fine again
+    finally:
+        server.stop()
