@@ -23,8 +23,9 @@ class Credentials:
         """Whether ``key``/``secret`` authenticate (constant-time comparison)."""
         if not isinstance(key, str) or not isinstance(secret, str):
             return False
-        return (self.key is None or hmac.compare_digest(key, self.key)) and (
-            self.secret is None or hmac.compare_digest(secret, self.secret)
+        # As bytes: compare_digest refuses str with non-ASCII characters.
+        return (self.key is None or hmac.compare_digest(key.encode(), self.key.encode())) and (
+            self.secret is None or hmac.compare_digest(secret.encode(), self.secret.encode())
         )
 
 
