@@ -74,6 +74,33 @@ def collect_producers(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     return found
 
 
+def collect_leases(
+    client: redis.Redis, keys: Keys, producers: dict[str, Any], expected: str | None
+) -> dict[str, Any]:
+    """Each lease's holder (the lease key's JSON, ``None`` when nobody holds it) and the
+    producers that report it as standbys. The leases are those the producers' heartbeats
+    name, those with a key, and ``PRODUCER_LEASE`` of this process."""
+    names = {doc["lease"] for doc in producers.values() if doc.get("lease")}
+    names |= {expected} if expected else set()
+    prefix = keys.lease("")
+    for key in client.scan_iter(match=f"{prefix}*", count=100):
+        if not key.endswith(":epoch"):
+            names.add(key[len(prefix) :])
+    leases: dict[str, Any] = {}
+    for name in sorted(names):
+        raw = client.get(keys.lease(name))
+        holder = json.loads(raw) if raw else None
+        if holder:
+            holder.pop("token", None)
+        standbys = sorted(
+            p
+            for p, doc in producers.items()
+            if doc.get("lease") == name and doc.get("role") == "standby"
+        )
+        leases[name] = {"holder": holder, "standbys": standbys}
+    return leases
+
+
 def collect_workers(app: Any, timeout: float) -> dict[str, list[str]]:
     """Worker name -> the queues it consumes, for every worker that answered."""
     answers = app.control.inspect(timeout=timeout).active_queues() or {}
@@ -101,6 +128,13 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
         for stream, state in doc.get("streams", {}).items():
             if state.get("state") == "auth_failed":
                 found.append(f"producer {name!r}: stream {stream} rejected by Alpaca (auth_failed)")
+    for lease, doc in report.get("leases", {}).items():
+        holder = (doc["holder"] or {}).get("holder")
+        if holder is None:
+            found.append(f"lease {lease!r}: no holder (no producer holds Alpaca's connections)")
+        elif holder not in producers:
+            found.append(f"lease {lease!r}: holder {holder!r} has no live heartbeat")
+    found += _stale_reconciliation(producers, settings.reconcile_interval, time.time())
     age = report["queues"]["oldest_unacked_age_s"]
     if age is not None and age >= NEAR_VISIBILITY * settings.visibility_timeout:
         found.append(
@@ -111,6 +145,29 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
     for queue in QUEUES:
         if queue not in served:
             found.append(f"no worker consumes queue {queue!r}")
+    return found
+
+
+STALE_RECONCILE_INTERVALS = 3
+
+
+def _stale_reconciliation(producers: dict[str, Any], interval: float, now: float) -> list[str]:
+    """Active producers whose order reconciliation has not succeeded for several intervals."""
+    found: list[str] = []
+    limit = STALE_RECONCILE_INTERVALS * interval + 30  # a pass may take a while
+    for name, doc in producers.items():
+        stats = doc.get("reconciliation")
+        if not stats or doc.get("role") == "standby":
+            continue
+        last = stats.get("last_success_at")
+        if (last is None and stats.get("failures", 0) >= STALE_RECONCILE_INTERVALS) or (
+            last is not None and now - last > limit
+        ):
+            found.append(
+                f"producer {name!r}: order reconciliation has not succeeded for "
+                f"{STALE_RECONCILE_INTERVALS} intervals ({stats.get('failures')} failures, last "
+                f"error: {stats.get('last_error')})"
+            )
     return found
 
 
@@ -149,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report["redis"] = collect_redis(client)
         report["queues"] = collect_queues(client)
-        report["producers"] = collect_producers(client, Keys(settings.redis_key_prefix))
+        keys = Keys(settings.redis_key_prefix)
+        report["producers"] = collect_producers(client, keys)
+        report["leases"] = collect_leases(
+            client, keys, report["producers"], settings.producer_lease
+        )
         report["workers"] = collect_workers(app, args.timeout)
     except (redis.RedisError, OSError) as exc:
         report["redis"] = {"error": f"{masked(settings.redis_url)}: {exc}"}
@@ -189,11 +250,23 @@ def render(report: dict[str, Any]) -> str:
         for stream, s in doc.get("streams", {}).items():
             age = ages.get(f"{name}/{stream}")
             ago = f", last message {age:.1f}s ago" if age is not None else ", no message yet"
+            role = f" [{doc['role']}]" if doc.get("role") else ""
             lines.append(
-                f"producer {name} {stream}: {s.get('state')}{ago}, received {s.get('received')}, "
-                f"enqueued {s.get('enqueued')}, dropped {s.get('dropped')}, "
-                f"malformed {s.get('malformed')}, reconnects {s.get('reconnects')}"
+                f"producer {name}{role} {stream}: {s.get('state')}{ago}, "
+                f"received {s.get('received')}, enqueued {s.get('enqueued')}, "
+                f"dropped {s.get('dropped')}, malformed {s.get('malformed')}, "
+                f"reconnects {s.get('reconnects')}"
             )
+    for lease, doc in report.get("leases", {}).items():
+        holder = doc["holder"]
+        who = (
+            f"{holder['holder']} (epoch {holder['epoch']}, since {holder['since']})"
+            if holder
+            else "none"
+        )
+        lines.append(
+            f"lease {lease}: holder {who}; standbys {', '.join(doc['standbys']) or 'none'}"
+        )
     for worker, queues in report["workers"].items():
         lines.append(f"worker {worker}: {','.join(queues)}")
     return "\n".join(lines)

@@ -4,6 +4,8 @@ sockets, the other takes over when it stops or dies, and no order event is lost 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from simulator.api import Simulator
 from tests.harness.faults import order_stream, stream_key
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
-from tests.harness.workers import WorkerProcess
+from tests.harness.workers import REPO, WorkerProcess, process_env
 
 pytestmark = pytest.mark.faults
 
@@ -34,6 +36,17 @@ def _pair(
         name: factory(redis_url, sim, streams="orders", PRODUCER_NAME=name, **env)
         for name in ("a", "b")
     }
+
+
+def _health(redis_url: str) -> tuple[int, dict[str, Any]]:
+    """``alpaca-broker health --json`` for both producers of the set, as an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "alpaca_broker", "health", "--json", "--timeout", "0.2",
+         "--producer", "a", "--producer", "b"],
+        env=process_env(redis_url, PRODUCER_LEASE=LEASE),
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout)
 
 
 def _lease(client: redis.Redis) -> dict[str, Any]:
@@ -77,6 +90,19 @@ def test_two_producers_with_one_lease_exactly_one_holds_alpaca_sockets(
     assert sim.stats()["listening"] == 1
     assert _lease(redis_client)["epoch"] >= 1
     assert standby.health()["threads"]["orders"]["thread"] == "standby"
+    _, report = _health(redis_url)
+    lease = report["leases"][LEASE]
+    assert lease["holder"]["holder"] == holder.env["PRODUCER_NAME"]
+    assert lease["standbys"] == [standby.env["PRODUCER_NAME"]]
+    assert not any("lease" in p for p in report["problems"])
+
+    holder.stop()
+    standby.stop()
+    code, report = _health(redis_url)
+    assert code == 1
+    assert (
+        f"lease '{LEASE}': no holder (no producer holds Alpaca's connections)" in report["problems"]
+    )
 
 
 def test_holder_stopped_with_sigterm_the_standby_connects_within_3s_of_the_release(

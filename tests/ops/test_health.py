@@ -214,6 +214,31 @@ def _report(**overrides: Any) -> Report:
         ),
         ({"workers": {"w@h": ["prices"]}}, "no worker consumes queue 'orders'"),
         ({"redis": {"error": "Connection refused"}}, "redis unreachable: Connection refused"),
+        (
+            {"leases": {"feed": {"holder": None, "standbys": ["b"]}}},
+            "lease 'feed': no holder (no producer holds Alpaca's connections)",
+        ),
+        (
+            {"leases": {"feed": {"holder": {"holder": "gone", "epoch": 3}, "standbys": []}}},
+            "lease 'feed': holder 'gone' has no live heartbeat",
+        ),
+        (
+            {
+                "producers": {
+                    "default": {
+                        "status": "running",
+                        "streams": {},
+                        "reconciliation": {
+                            "last_success_at": None,
+                            "failures": 3,
+                            "last_error": "APIError: 404",
+                        },
+                    }
+                }
+            },
+            "producer 'default': order reconciliation has not succeeded for 3 intervals "
+            "(3 failures, last error: APIError: 404)",
+        ),
     ],
     ids=[
         "heartbeat-expired",
@@ -222,6 +247,9 @@ def _report(**overrides: Any) -> Report:
         "unacked-near-timeout",
         "no-worker",
         "redis",
+        "lease-without-holder",
+        "lease-holder-dead",
+        "reconciliation-stalled",
     ],
 )
 def test_problems_name_each_reason(overrides: dict[str, Any], reason: str) -> None:
