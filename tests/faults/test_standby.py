@@ -15,9 +15,11 @@ import pytest
 import redis
 
 from alpaca_broker.keys import ORDERS_QUEUE, Keys
+from alpaca_broker.redis_server import RedisServer
 from simulator.api import Simulator
 from tests.harness.faults import order_stream, stream_key
 from tests.harness.producer import ProducerProcess
+from tests.harness.proxy import TcpProxy
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO, WorkerProcess, process_env
 
@@ -164,3 +166,86 @@ def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_i
     assert all(n == 1 for n in counts.values()), counts
     recovered = Counter(e["order_id"] for e in events if e["source"] == "reconciliation")
     assert recovered == Counter(orders)
+
+
+def _prices_pair(
+    factory: Callable[..., ProducerProcess], sim: Simulator, urls: dict[str, str], **env: str
+) -> dict[str, ProducerProcess]:
+    """Producers a and b on the price stream (one connection per key: a second gets 406)."""
+    common = {"PRODUCER_LEASE": LEASE, "LEASE_TTL": str(TTL), **env}
+    return {
+        name: factory(url, sim, streams="prices", PRODUCER_NAME=name, **common)
+        for name, url in urls.items()
+    }
+
+
+def test_holder_cut_off_from_redis_closes_its_alpaca_socket_and_the_other_takes_over(
+    sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    producer_factory: Callable[..., ProducerProcess],
+) -> None:
+    target = redis.connection.parse_url(redis_url)
+    with TcpProxy((target["host"], target["port"])) as proxy:
+        # a reaches Redis only through the proxy; a 406 would cost b a minute, so b connecting
+        # quickly proves a closed its socket.
+        slow_406 = {"ALPACA_CONNECTION_LIMIT_WAIT": "60"}
+        a = _prices_pair(producer_factory, sim, {"a": proxy.url()}, **slow_406)
+        wait_until(lambda: _lease(redis_client).get("holder") == "a", 20, message="a holds")
+        a["a"].wait_connected("prices")
+        b = _prices_pair(producer_factory, sim, {"b": redis_url}, **slow_406)
+        wait_until(lambda: b["b"].health().get("role") == "standby", 20, message="b waits")
+        proxy.cut()
+        cut = time.monotonic()
+        b["b"].wait_connected("prices", timeout=TTL + 10)
+        assert time.monotonic() - cut < TTL + 5
+        assert _lease(redis_client)["holder"] == "b"
+        assert sim.stats()["errors_sent"].get(406, 0) == 0  # a's socket was gone in time
+        assert "lease feed lost" in a["a"].log()
+
+
+def test_redis_restarted_while_both_run_leaves_exactly_one_holder_and_data_flows(
+    sim: Simulator,
+    own_redis: RedisServer,
+    producer_factory: Callable[..., ProducerProcess],
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    sim.set_market(True)
+    producers = _prices_pair(producer_factory, sim, {"a": own_redis.url, "b": own_redis.url})
+    _holder_and_standby(producers, client)
+    own_redis.restart(kill=True)
+    holder, _ = _holder_and_standby(producers, client)
+    holder.wait_connected("prices", timeout=20)
+    before = holder.health()["streams"]["prices"]["enqueued"]
+    wait_until(
+        lambda: holder.health()["streams"]["prices"]["enqueued"] > before + 10,
+        20,
+        message="prices flow again",
+    )
+    assert sim.stats()["sessions"]["data"] == 1
+
+
+def test_new_holder_waits_out_alpacas_406_window_once_for_a_dead_holders_unreaped_socket(
+    sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    producer_factory: Callable[..., ProducerProcess],
+) -> None:
+    reap, wait = 6.0, 4.0
+    producers = _prices_pair(
+        producer_factory,
+        sim,
+        {"a": redis_url, "b": redis_url},
+        ALPACA_CONNECTION_LIMIT_WAIT=str(wait),
+    )
+    holder, standby = _holder_and_standby(producers, redis_client)
+    holder.wait_connected("prices")
+    sim.keep_dead_slots(reap)
+    assert holder.proc is not None
+    holder.proc.kill()
+    killed = time.monotonic()
+    standby.wait_connected("prices", timeout=TTL + reap + 2 * wait + 10)
+    took = time.monotonic() - killed
+    refused = sim.stats()["errors_sent"].get(406, 0)
+    assert 1 <= refused <= 2, f"{refused} connection attempts refused: a storm"
+    assert took < TTL + reap + 2 * wait * 1.1 + 5
