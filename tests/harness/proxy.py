@@ -7,6 +7,7 @@ import selectors
 import socket
 import threading
 from types import TracebackType
+from typing import cast
 
 
 class TcpProxy:
@@ -83,7 +84,7 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
             selector.register(sock, selectors.EVENT_READ)
         while True:
             for key, _ in selector.select(timeout=1):
-                sock = peers[peers[key.fileobj]]  # type: ignore[index]
+                sock = cast(socket.socket, key.fileobj)
                 try:
                     data = sock.recv(65536)
                     if not data:
