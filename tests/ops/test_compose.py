@@ -67,6 +67,11 @@ RUN_FOR_REAL: dict[str, tuple[tuple[str, ...], str]] = {
         PRODUCER,
         "test_metrics.py::test_producer_serves_prometheus_counters_and_gauges_of_each_stream",
     ),
+    # The same command with a lease (tests/faults/test_standby.py runs a pair of them).
+    "producer-standby": (
+        PRODUCER,
+        "test_health.py::test_unhealthy_when_the_producer_heartbeat_expires_then_healthy_again",
+    ),
     "worker-prices": (
         PRICES_WORKER,
         "test_health.py::test_unhealthy_when_no_worker_consumes_a_queue_then_healthy_again",
@@ -225,6 +230,7 @@ def test_compose_profiles_live_and_demo(compose: dict[str, Any]) -> None:
         "worker-orders": (),
         "flower": (),
         "producer": ("live",),
+        "producer-standby": ("live",),
         "simulator": ("demo",),
         "producer-demo": ("demo",),
     }
