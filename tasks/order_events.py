@@ -11,6 +11,7 @@ from alpaca_broker.logs import excerpt
 from alpaca_broker.schema import (
     ORDER_FIELDS_FROM_EVENT,
     ORDER_FIELDS_FROM_ORDER,
+    ORDER_HASH_FROM_EVENT,
     ORDER_SOURCES,
     ORDER_UPDATE_TYPE,
 )
@@ -119,16 +120,7 @@ def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
     """Normalize and encode one order event; raises MalformedMessage."""
     event = normalize_order(data, received_at_ns, source)
     encoded = encode_event(event)
-    fields = (
-        ("status", hash_value(event["status"])),
-        ("event", hash_value(event["event"])),
-        ("symbol", hash_value(event["symbol"])),
-        ("side", hash_value(event["side"])),
-        ("qty", hash_value(event["qty"])),
-        ("filled_qty", hash_value(event["filled_qty"])),
-        ("filled_avg_price", hash_value(event["filled_avg_price"])),
-        ("updated_at", event["timestamp"]),
-    )
+    fields = tuple((field, hash_value(event[key])) for field, key in ORDER_HASH_FROM_EVENT)
     return OrderEvent(
         order_id=event["order_id"],
         dedupe_id=dedupe_id_of(event),

@@ -8,13 +8,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings, load_settings
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
-from tasks.scripts import ORDER, PRICES, LuaScript
+from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,8 @@ class OrderResult(NamedTuple):
 
 
 class Publisher:
-    """Writes events to Redis through one client; scripts run by SHA, loaded when missing."""
+    """Writes events to Redis through one client; scripts run by SHA, loaded when missing
+    (redis-py's ``register_script``)."""
 
     def __init__(
         self, client: redis.Redis, keys: Keys, *, stream_maxlen: int, dedupe_ttl: int
@@ -36,6 +36,8 @@ class Publisher:
         self._keys = keys
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
+        self._prices = register(client, PRICES_SOURCE)
+        self._order = register(client, ORDER_SOURCE)
 
     @property
     def client(self) -> redis.Redis:
@@ -62,10 +64,7 @@ class Publisher:
         channel = self._keys.prices
         for event in events:
             args += (channel(event.symbol), event.json)
-        try:
-            replaced = self._client.evalsha(PRICES.sha, len(keys), *keys, *args)
-        except NoScriptError:  # nothing ran: loading and running once publishes once
-            replaced = self._load_and_run(PRICES, keys, args)
+        replaced = self._prices(keys=keys, args=args)
         return int(replaced)
 
     def publish_order(self, event: OrderEvent) -> OrderResult:
@@ -89,16 +88,8 @@ class Publisher:
         ]
         for field, value in event.hash_fields:
             args += (field, value)
-        try:
-            code = self._client.evalsha(ORDER.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            code = self._load_and_run(ORDER, keys, args)
+        code = self._order(keys=keys, args=args)
         return OrderResult(new=int(code) > 0, state_updated=int(code) == 2)
-
-    def _load_and_run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        log.info("loading Lua script %s into Redis", script.name)
-        self._client.script_load(script.source)
-        return self._client.evalsha(script.sha, len(keys), *keys, *args)
 
 
 def create_publisher(settings: Settings) -> Publisher:
