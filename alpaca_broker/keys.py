@@ -28,6 +28,14 @@ class Keys:
         """Hash: event type -> the newest event's JSON for ``symbol``."""
         return f"{self.prefix}:latest:{symbol}"
 
+    def latest_meta(self, symbol: str) -> str:
+        """Internal hash: ``{type}:ts_ns`` and ``{type}:received_ns`` of the event held in
+        :meth:`latest` (compared by the price script, so ``latest`` stays pure JSON).
+
+        Under ``P:meta:``, so that no ``P:latest:*`` pattern a consumer scans matches it.
+        """
+        return f"{self.prefix}:meta:latest:{symbol}"
+
     def prices(self, symbol: str) -> str:
         """Pub/sub channel: every market-data event of ``symbol``."""
         return f"{self.prefix}:prices:{symbol}"

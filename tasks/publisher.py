@@ -55,12 +55,12 @@ class Publisher:
         """
         if not events:
             return 0
-        keys: list[str] = []
-        args: list[Any] = [0]
-        for update in newest_per_type(events):
-            keys.append(self._keys.latest(update.symbol))
-            args += (update.type, update.ts_ns, update.received_at, update.json)
-        args[0] = len(keys)
+        updates = newest_per_type(events)
+        keys = [self._keys.latest(update.symbol) for update in updates]
+        keys += [self._keys.latest_meta(update.symbol) for update in updates]
+        args: list[Any] = [len(updates)]
+        for update in updates:
+            args += (update.type, update.ts_ns, update.received_at_ns, update.json)
         channel = self._keys.prices
         for event in events:
             args += (channel(event.symbol), event.json)
