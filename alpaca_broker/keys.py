@@ -60,6 +60,11 @@ class Keys:
         """Pub/sub channel: every distinct order event."""
         return f"{self.prefix}:orders"
 
+    @property
+    def orders_malformed(self) -> str:
+        """Internal counter: order events the workers dropped as malformed (INCR)."""
+        return f"{self.prefix}:meta:orders:malformed"
+
     def order(self, order_id: str) -> str:
         """Hash: the latest state of one order."""
         return f"{self.prefix}:order:{order_id}"

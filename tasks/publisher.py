@@ -91,6 +91,13 @@ class Publisher:
         code = self._order(keys=keys, args=args)
         return OrderResult(new=int(code) > 0, state_updated=int(code) == 2)
 
+    def count_malformed_order(self) -> None:
+        """Count a dropped malformed order event in Redis; best effort (never raises)."""
+        try:
+            self._client.incr(self._keys.orders_malformed)
+        except redis.RedisError as exc:
+            log.warning("could not count a malformed order event: %s", exc)
+
 
 def create_publisher(settings: Settings) -> Publisher:
     """A publisher with its own client for ``settings.redis_url``."""

@@ -179,6 +179,7 @@ def test_a_hostile_symbol_is_dropped_by_the_task_and_later_events_update(publish
     data["order"]["symbol"] = {"ts_ns": 99999999999999999999}
     assert publish_event.run(data, RECEIVED_NS, "stream") is False
     assert redis_client.xlen(KEYS.orders_events) == 0
+    assert redis_client.get(KEYS.orders_malformed) == "1"  # dropped once, counted
     assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(True, True)
 
 

@@ -25,6 +25,7 @@ class FakePublisher:
         self.prices: list[list[PriceEvent]] = []
         self.orders: list[OrderEvent] = []
         self.fault = fault
+        self.malformed_orders = 0
 
     def publish_prices(self, events: Sequence[PriceEvent]) -> int:
         if self.fault:
@@ -37,6 +38,9 @@ class FakePublisher:
             raise self.fault
         self.orders.append(event)
         return OrderResult(True, True)
+
+    def count_malformed_order(self) -> None:
+        self.malformed_orders += 1
 
 
 @pytest.fixture
