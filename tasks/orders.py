@@ -12,7 +12,7 @@ from alpaca_broker.keys import ORDER_EVENT_TASK
 from alpaca_broker.logs import MalformedReporter
 from tasks.order_events import prepare_order
 from tasks.publisher import get_publisher
-from tasks.retry import retryable_redis_errors
+from tasks.retry import retryable_redis_errors, wait_out_full_redis
 
 log = logging.getLogger(__name__)
 _reporter = MalformedReporter(log)
@@ -34,7 +34,10 @@ def publish_event(data: dict[str, Any], received_at_ns: int, source: str) -> boo
         get_publisher().count_malformed_order()
         return False
     with retryable_redis_errors():
-        result = get_publisher().publish_order(event)
+        publisher = get_publisher()
+        result = wait_out_full_redis(
+            lambda: publisher.publish_order(event), f"order event {event.dedupe_id}"
+        )
     if not result.new:
         log.info("order event %s already published, skipped", event.dedupe_id)
     return result.new
