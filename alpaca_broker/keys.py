@@ -41,6 +41,13 @@ class Keys:
         return f"{self.prefix}:prices:{symbol}"
 
     @property
+    def prices_published(self) -> str:
+        """Internal hash, rewritten by every price batch (real lag, whatever the pool):
+        ``at_ns`` (when it was published), ``oldest_age_ns`` / ``newest_age_ns`` (how long
+        its oldest / newest event had waited since the producer read it), ``events``."""
+        return f"{self.prefix}:meta:prices:published"
+
+    @property
     def prices_pattern(self) -> str:
         """PSUBSCRIBE pattern for every symbol's price channel."""
         return f"{self.prefix}:prices:*"

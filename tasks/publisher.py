@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -58,7 +59,13 @@ class Publisher:
         updates = newest_per_type(events)
         keys = [self._keys.latest(update.symbol) for update in updates]
         keys += [self._keys.latest_meta(update.symbol) for update in updates]
-        args: list[Any] = [len(updates)]
+        keys.append(self._keys.prices_published)
+        # The lag record rides in the same call (no extra round trip): how old the batch's
+        # events were when published. A queue's depth says nothing of this on a prefork pool.
+        now = time.time_ns()
+        received = [event.received_at_ns for event in events]
+        args: list[Any] = [len(updates), now, now - min(received), now - max(received)]
+        args.append(len(events))
         for update in updates:
             args += (update.type, update.ts_ns, update.received_at_ns, update.json)
         channel = self._keys.prices
