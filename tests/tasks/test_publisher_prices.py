@@ -125,6 +125,17 @@ def test_latest_holds_pure_json_and_its_times_sit_in_the_meta_hash(publisher, re
     assert not KEYS.latest_meta("SPY").startswith(KEYS.latest(""))
 
 
+def test_every_batch_records_its_lag(publisher, redis_client):
+    import time
+
+    now = time.time_ns()
+    publisher.publish_prices(events(bar("SPY", NS, 1.0), received=now - 2 * 10**9))
+    record = redis_client.hgetall(KEYS.prices_published)
+    assert record["events"] == "1"
+    assert 2 * 10**9 <= int(record["oldest_age_ns"]) < 5 * 10**9
+    assert int(record["at_ns"]) >= now
+
+
 def test_a_time_posing_inside_the_held_json_is_ignored(publisher, redis_client):
     publisher.publish_prices(events(bar("SPY", NS, 1.0)))
     # Before the fix the held time was the first '"ts_ns":' of the stored JSON.
