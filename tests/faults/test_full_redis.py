@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -61,12 +62,12 @@ def free(client: redis.Redis) -> None:
         client.delete(key)
 
 
-def send_order(broker_url: str, output_url: str, data: dict) -> None:
+def send_order(broker_url: str, output_url: str, data: dict[str, Any]) -> None:
     settings = Settings(REDIS_URL=output_url, CELERY_BROKER_URL=broker_url, _env_file=None)
     create_app(settings).send_task(ORDER_EVENT_TASK, args=[data, RECEIVED_NS, "stream"])
 
 
-def fill_event() -> dict:
+def fill_event() -> dict[str, Any]:
     data = trade_update("AAPL", "fill")
     data["execution_id"] = str(uuid.uuid4())
     return data
