@@ -57,6 +57,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
+    # A full Redis (maxmemory with noeviction) refuses writes until memory frees: the same
+    # work succeeds later. A ResponseError subclass, so it must be named here.
+    redis.exceptions.OutOfMemoryError,
     kombu.exceptions.OperationalError,
     ConnectionError,
     TimeoutError,

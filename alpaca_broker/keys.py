@@ -30,9 +30,24 @@ class Keys:
         """Hash: event type -> the newest event's JSON for ``symbol``."""
         return f"{self.prefix}:latest:{symbol}"
 
+    def latest_meta(self, symbol: str) -> str:
+        """Internal hash: ``{type}:ts_ns`` and ``{type}:received_ns`` of the event held in
+        :meth:`latest` (compared by the price script, so ``latest`` stays pure JSON).
+
+        Under ``P:meta:``, so that no ``P:latest:*`` pattern a consumer scans matches it.
+        """
+        return f"{self.prefix}:meta:latest:{symbol}"
+
     def prices(self, symbol: str) -> str:
         """Pub/sub channel: every market-data event of ``symbol``."""
         return f"{self.prefix}:prices:{symbol}"
+
+    @property
+    def prices_published(self) -> str:
+        """Internal hash, rewritten by every price batch (real lag, whatever the pool):
+        ``at_ns`` (when it was published), ``oldest_age_ns`` / ``newest_age_ns`` (how long
+        its oldest / newest event had waited since the producer read it), ``events``."""
+        return f"{self.prefix}:meta:prices:published"
 
     @property
     def prices_pattern(self) -> str:
@@ -53,6 +68,11 @@ class Keys:
     def orders_channel(self) -> str:
         """Pub/sub channel: every distinct order event."""
         return f"{self.prefix}:orders"
+
+    @property
+    def orders_malformed(self) -> str:
+        """Internal counter: order events the workers dropped as malformed (INCR)."""
+        return f"{self.prefix}:meta:orders:malformed"
 
     def order(self, order_id: str) -> str:
         """Hash: the latest state of one order."""

@@ -200,15 +200,21 @@ ORDER_FIELDS_FROM_EVENT: Final[tuple[tuple[str, str], ...]] = (
 
 ORDER_SOURCES: Final = frozenset({"stream", "reconciliation"})
 
-ORDER_HASH_FIELDS: Final[tuple[str, ...]] = (
-    "status",
-    "event",
-    "symbol",
-    "side",
-    "qty",
-    "filled_qty",
-    "filled_avg_price",
-    "updated_at",
-    "json",
+ORDER_HASH_FROM_EVENT: Final[tuple[tuple[str, str], ...]] = (
+    ("status", "status"),
+    ("event", "event"),
+    ("symbol", "symbol"),
+    ("side", "side"),
+    ("qty", "qty"),
+    ("filled_qty", "filled_qty"),
+    ("filled_avg_price", "filled_avg_price"),
+    ("updated_at", "timestamp"),
+    ("ts_ns", "ts_ns"),
 )
-"""Fields of ``P:order:{ORDER_ID}``; ``updated_at`` is the event's ``timestamp``."""
+"""(field of ``P:order:{ORDER_ID}``, event field it holds) pairs, in the order written; the
+one list of the order hash's fields (``tasks.order_events`` writes exactly these)."""
+
+ORDER_HASH_FIELDS: Final[tuple[str, ...]] = (*(f for f, _ in ORDER_HASH_FROM_EVENT), "json")
+"""Fields of ``P:order:{ORDER_ID}``; ``updated_at`` is the event's ``timestamp``, ``json``
+the event itself; ``ts_ns`` (beyond the contract's list) is the held event's time, which
+the order script compares, never parsing it out of ``json``."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from celery import Celery, signals
 from kombu import Exchange, Queue, serialization
@@ -15,6 +16,7 @@ from alpaca_broker.errors import RETRYABLE
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import Settings, load_settings
+from celery_app import broker
 
 TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders")
 
@@ -38,6 +40,11 @@ PRICE_POLICY: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": 5,
 }
+
+
+PRICE_TASK_EXPIRES: Final = 30.0
+"""Seconds after sending that a price batch is stale: a worker discards it unrun (Celery's
+``expires``). Set on every price task, whoever sends it (:func:`_expire_price_tasks`)."""
 
 
 class DeliveryPolicy:
@@ -86,10 +93,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        # Price batches are consumed without acknowledgement: at most once, as their early
-        # ack already makes them, but without the Redis transport copying every message
-        # into its `unacked` hash and deleting it again (measured: see README, Performance).
-        "task_queues": [_queue(PRICES_QUEUE, no_ack=True), _queue(ORDERS_QUEUE)],
+        # Both queues are acknowledged, so the prefetch limit holds on every pool (with
+        # no_ack, kombu enforced none: a stalled prefork worker pulled the whole price
+        # backlog into memory). Price acks stay as cheap as no_ack: their ack state lives
+        # in the worker only, no Redis command per batch (celery_app.broker.BoundedQoS).
+        "task_queues": [_queue(PRICES_QUEUE), _queue(ORDERS_QUEUE)],
         "task_routes": {
             f"{PRICES_QUEUE}.*": {"queue": PRICES_QUEUE},
             f"{ORDERS_QUEUE}.*": {"queue": ORDERS_QUEUE},
@@ -138,9 +146,23 @@ def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from ``settings`` (default: the environment)."""
     settings = settings or load_settings()
     register_compact_json()
+    broker.install()
     app = Celery("alpaca_broker", include=list(TASK_MODULES))
     app.conf.update(celery_config(settings))
     return app
+
+
+@signals.before_task_publish.connect
+def _expire_price_tasks(sender: str | None = None, headers: Any = None, **_: Any) -> None:
+    # Runs in the sending process (producer, or a worker re-sending a retry). The header is
+    # what apply_async(expires=...) writes: an ISO 8601 time, checked by the worker.
+    if (
+        isinstance(headers, dict)
+        and (sender or "").startswith(f"{PRICES_QUEUE}.")
+        and not headers.get("expires")
+    ):
+        expires = datetime.now(UTC) + timedelta(seconds=PRICE_TASK_EXPIRES)
+        headers["expires"] = expires.isoformat()
 
 
 @signals.setup_logging.connect

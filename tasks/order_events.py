@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
 from alpaca_broker.schema import (
     ORDER_FIELDS_FROM_EVENT,
     ORDER_FIELDS_FROM_ORDER,
+    ORDER_HASH_FROM_EVENT,
     ORDER_SOURCES,
     ORDER_UPDATE_TYPE,
 )
@@ -31,8 +33,75 @@ class OrderEvent:
     json: bytes
 
 
+MAX_ID_CHARS: Final = 128
+"""Longest order id or execution id accepted (Alpaca's are 36-character UUIDs); the dedupe
+and state markers are built from them."""
+MAX_DECIMAL_CHARS: Final = 48
+"""Longest decimal string accepted (a quantity or price); Alpaca sends at most ~20."""
+MAX_DECIMAL_EXPONENT: Final = 30
+"""Largest magnitude of a decimal's adjusted exponent (1e30 shares, 1e-30 dollars): keeps
+every decimal, normalized for the state marker, a short string and clear of Decimal's
+Overflow/Underflow traps."""
+_DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,4})?\Z")
+
+ORDER_STRINGS: Final = (
+    "client_order_id", "side", "order_type", "type", "order_class", "time_in_force", "status",
+)  # fmt: skip
+"""Keys of the ``order`` object that must be a string or null."""
+ORDER_DECIMALS: Final = (
+    "qty", "notional", "filled_qty", "filled_avg_price", "limit_price", "stop_price",
+)  # fmt: skip
+"""Keys of the ``order`` object that must be a bounded decimal (string) or null."""
+EVENT_DECIMALS: Final = ("price", "qty", "position_qty")
+"""Keys of the ``trade_updates`` ``data`` object that must be a bounded decimal or null."""
+
+
 def _non_empty_str(value: Any) -> bool:
     return type(value) is str and value != ""
+
+
+def _is_id(value: Any) -> bool:
+    return _non_empty_str(value) and len(value) <= MAX_ID_CHARS
+
+
+def is_bounded_decimal(value: Any) -> bool:
+    """True for null, ``""``, or a decimal string (or JSON number) of bounded size.
+
+    Bounded: at most MAX_DECIMAL_CHARS characters and an adjusted exponent within
+    +-MAX_DECIMAL_EXPONENT, so normalizing it can neither overflow nor build a huge string.
+    """
+    if value is None or value == "":
+        return True
+    if type(value) is int or type(value) is float:
+        text = repr(value)
+    elif type(value) is str:
+        text = value
+    else:
+        return False
+    # The cheap checks (length, then a regex) run before Decimal ever sees the text.
+    if len(text) > MAX_DECIMAL_CHARS or not _DECIMAL.match(text):
+        return False
+    number = Decimal(text)
+    return number.is_zero() or abs(number.adjusted()) <= MAX_DECIMAL_EXPONENT
+
+
+def _check_fields(data: dict[str, Any], order: dict[str, Any]) -> None:
+    """Raise MalformedMessage unless every field has the type the contract gives it."""
+    symbol = order.get("symbol")
+    if not _non_empty_str(symbol):
+        raise MalformedMessage("order: bad symbol", f"symbol={excerpt(symbol, 40)}", data)
+    for key in ORDER_STRINGS:
+        value = order.get(key)
+        if value is not None and type(value) is not str:
+            raise MalformedMessage("order: bad field", f"{key}={excerpt(value, 40)}", data)
+    execution_id = data.get("execution_id")
+    if execution_id is not None and execution_id != "" and not _is_id(execution_id):
+        raise MalformedMessage("order: bad execution id", excerpt(execution_id, 40), data)
+    for source, keys in ((order, ORDER_DECIMALS), (data, EVENT_DECIMALS)):
+        for key in keys:
+            if not is_bounded_decimal(source.get(key)):
+                detail = f"{key}={excerpt(source.get(key), 40)}"
+                raise MalformedMessage("order: bad decimal", detail, data)
 
 
 def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, Any]:
@@ -41,7 +110,9 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
     Decimal strings are copied as sent; ``order`` is the full order object; ``exec_qty`` is the
     event's own ``qty``; ``timestamp`` is the event's (else the order's ``updated_at``).
     Raises MalformedMessage when ``data`` has no ``event`` name, no ``order`` object with an
-    ``id``, no valid timestamp, or ``source`` is not ``stream``/``reconciliation``.
+    ``id``, no valid timestamp, ``source`` is not ``stream``/``reconciliation``, or a field
+    has the wrong type: ``symbol`` a non-empty string, the other text fields strings or null,
+    quantities and prices bounded decimals (:func:`is_bounded_decimal`) or null.
     """
     if not isinstance(data, dict):
         raise MalformedMessage("order: not a map", f"got {type(data).__name__}", data)
@@ -53,7 +124,7 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
     order = data.get("order")
     if not isinstance(order, dict):
         raise MalformedMessage("order: no order object", f"order={excerpt(order, 40)}", data)
-    if not _non_empty_str(order.get("id")):
+    if not _is_id(order.get("id")):
         raise MalformedMessage("order: no order id", f"id={excerpt(order.get('id'), 40)}", data)
     raw_ts = data.get("timestamp")
     if raw_ts is None:
@@ -69,6 +140,7 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
         received_at = format_received(received_at_ns)
     except ValueError as exc:
         raise MalformedMessage("order: bad received_at", str(exc), data) from None
+    _check_fields(data, order)
     event: dict[str, Any] = {
         "type": ORDER_UPDATE_TYPE,
         "symbol": order.get("symbol"),
@@ -97,11 +169,13 @@ def dedupe_id_of(event: dict[str, Any]) -> str:
 
 
 def _quantity(value: Any) -> str:
-    """A quantity in one spelling ("10", "10.0" and "1E+1" are the same state)."""
-    try:
-        return format(Decimal(str(value)).normalize(), "f")
-    except (InvalidOperation, ValueError):
-        return str(value)
+    """A quantity in one spelling ("10", "10.0" and "1E+1" are the same state).
+
+    ``value`` passed :func:`is_bounded_decimal`: the result has at most ~80 characters.
+    """
+    if value == "":
+        return ""
+    return format(Decimal(str(value)).normalize(), "f")
 
 
 def state_id_of(event: dict[str, Any]) -> str:
@@ -119,16 +193,7 @@ def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
     """Normalize and encode one order event; raises MalformedMessage."""
     event = normalize_order(data, received_at_ns, source)
     encoded = encode_event(event)
-    fields = (
-        ("status", hash_value(event["status"])),
-        ("event", hash_value(event["event"])),
-        ("symbol", hash_value(event["symbol"])),
-        ("side", hash_value(event["side"])),
-        ("qty", hash_value(event["qty"])),
-        ("filled_qty", hash_value(event["filled_qty"])),
-        ("filled_avg_price", hash_value(event["filled_avg_price"])),
-        ("updated_at", event["timestamp"]),
-    )
+    fields = tuple((field, hash_value(event[key])) for field, key in ORDER_HASH_FROM_EVENT)
     return OrderEvent(
         order_id=event["order_id"],
         dedupe_id=dedupe_id_of(event),

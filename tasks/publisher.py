@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings, load_settings
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
-from tasks.scripts import ORDER, PRICES, LuaScript
+from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ class OrderResult(NamedTuple):
 
 
 class Publisher:
-    """Writes events to Redis through one client; scripts run by SHA, loaded when missing."""
+    """Writes events to Redis through one client; scripts run by SHA, loaded when missing
+    (redis-py's ``register_script``)."""
 
     def __init__(
         self, client: redis.Redis, keys: Keys, *, stream_maxlen: int, dedupe_ttl: int
@@ -36,6 +37,8 @@ class Publisher:
         self._keys = keys
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
+        self._prices = register(client, PRICES_SOURCE)
+        self._order = register(client, ORDER_SOURCE)
 
     @property
     def client(self) -> redis.Redis:
@@ -53,19 +56,22 @@ class Publisher:
         """
         if not events:
             return 0
-        keys: list[str] = []
-        args: list[Any] = [0]
-        for update in newest_per_type(events):
-            keys.append(self._keys.latest(update.symbol))
-            args += (update.type, update.ts_ns, update.received_at, update.json)
-        args[0] = len(keys)
+        updates = newest_per_type(events)
+        keys = [self._keys.latest(update.symbol) for update in updates]
+        keys += [self._keys.latest_meta(update.symbol) for update in updates]
+        keys.append(self._keys.prices_published)
+        # The lag record rides in the same call (no extra round trip): how old the batch's
+        # events were when published. A queue's depth says nothing of this on a prefork pool.
+        now = time.time_ns()
+        received = [event.received_at_ns for event in events]
+        args: list[Any] = [len(updates), now, now - min(received), now - max(received)]
+        args.append(len(events))
+        for update in updates:
+            args += (update.type, update.ts_ns, update.received_at_ns, update.json)
         channel = self._keys.prices
         for event in events:
             args += (channel(event.symbol), event.json)
-        try:
-            replaced = self._client.evalsha(PRICES.sha, len(keys), *keys, *args)
-        except NoScriptError:  # nothing ran: loading and running once publishes once
-            replaced = self._load_and_run(PRICES, keys, args)
+        replaced = self._prices(keys=keys, args=args)
         return int(replaced)
 
     def publish_order(self, event: OrderEvent) -> OrderResult:
@@ -89,16 +95,15 @@ class Publisher:
         ]
         for field, value in event.hash_fields:
             args += (field, value)
-        try:
-            code = self._client.evalsha(ORDER.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            code = self._load_and_run(ORDER, keys, args)
+        code = self._order(keys=keys, args=args)
         return OrderResult(new=int(code) > 0, state_updated=int(code) == 2)
 
-    def _load_and_run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        log.info("loading Lua script %s into Redis", script.name)
-        self._client.script_load(script.source)
-        return self._client.evalsha(script.sha, len(keys), *keys, *args)
+    def count_malformed_order(self) -> None:
+        """Count a dropped malformed order event in Redis; best effort (never raises)."""
+        try:
+            self._client.incr(self._keys.orders_malformed)
+        except redis.RedisError as exc:
+            log.warning("could not count a malformed order event: %s", exc)
 
 
 def create_publisher(settings: Settings) -> Publisher:

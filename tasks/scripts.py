@@ -1,35 +1,34 @@
-"""The Lua scripts in ``tasks/lua``, read once per process, with their SHA1 for EVALSHA."""
+"""The Lua scripts in ``tasks/lua``, read once per process, registered per Redis client.
+
+redis-py's ``register_script`` runs a script by EVALSHA and, on NOSCRIPT (a restarted or
+flushed Redis), loads it and runs it again: nothing ran the first time, so it runs once.
+"""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Final
+
+import redis
+from redis.commands.core import Script
 
 _LIBRARY: Final = "compare.lua"
 
 
-@dataclass(frozen=True, slots=True)
-class LuaScript:
-    """A script's full source (the shared library prepended) and the SHA1 Redis will use."""
-
-    name: str
-    source: str
-    sha: str
-
-
-def load_script(name: str) -> LuaScript:
-    """Read ``tasks/lua/<name>`` with ``compare.lua`` prepended."""
+def script_source(name: str) -> str:
+    """``tasks/lua/<name>`` with the shared library ``compare.lua`` prepended."""
     folder = files("tasks") / "lua"
-    source = (folder / _LIBRARY).read_text("utf-8") + "\n" + (folder / name).read_text("utf-8")
-    sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return LuaScript(name=name, source=source, sha=sha)
+    return (folder / _LIBRARY).read_text("utf-8") + "\n" + (folder / name).read_text("utf-8")
 
 
-PRICES: Final = load_script("prices.lua")
+PRICES_SOURCE: Final = script_source("prices.lua")
 """One price batch: compare-and-set of ``P:latest:{SYMBOL}`` fields by ``ts_ns`` (then
 receive time), then a PUBLISH of every event."""
 
-ORDER: Final = load_script("order.lua")
+ORDER_SOURCE: Final = script_source("order.lua")
 """Exactly-once publication of one order event and its order-hash update."""
+
+
+def register(client: redis.Redis, source: str) -> Script:
+    """``source`` as a callable script of ``client`` (EVALSHA, loading it on NOSCRIPT)."""
+    return client.register_script(source)

@@ -2,6 +2,8 @@
 -- Nanosecond epochs (~1.8e18) do not fit a Lua number (a double, exact to 2^53), so the
 -- digits are compared by length and then in chunks of 15, each of which fits exactly.
 -- Prepended to prices.lua and order.lua when they are loaded (tasks/scripts.py).
+-- Held times are always read from fields of their own, never parsed out of event JSON: a
+-- string inside an event could otherwise pose as its time.
 local function compare_digits(a, b)
   if #a ~= #b then
     if #a < #b then return -1 end
@@ -16,9 +18,4 @@ local function compare_digits(a, b)
     end
   end
   return 0
-end
-
--- The ts_ns of a stored event JSON (its first "ts_ns" key), or nil.
-local function stored_ts(json)
-  return string.match(json, '"ts_ns":(%d+)')
 end

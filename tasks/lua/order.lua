@@ -10,11 +10,14 @@
 -- ARGV[4]  the event JSON
 -- ARGV[5]  the event's ts_ns as decimal digits
 -- ARGV[6]  the event's source: stream or reconciliation
--- ARGV[7..] field, value pairs for the order hash (besides json)
+-- ARGV[7..] field, value pairs for the order hash (besides json), ts_ns and updated_at
+--           among them (schema.ORDER_HASH_FROM_EVENT)
 -- Returns 0 for a duplicate (nothing published), 1 for a new event older than the order's
 -- state (published, hash kept), 2 for a new event that also updated the hash.
 -- The marker is written last: an error part-way leaves it unset, so a retry can redo the
--- work (with noeviction, an out-of-memory error refuses the first write, XADD).
+-- work. A full Redis (maxmemory, noeviction) refuses a script's first write and nothing
+-- else, so an out-of-memory error writes nothing here; the worker retries it (it is in
+-- alpaca_broker.errors.RETRYABLE; tasks.retry waits it out in the worker) until memory frees.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
@@ -30,12 +33,23 @@ end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 local result = 2
-local held = redis.call('HGET', KEYS[3], 'json')
-if held then
-  local held_ts = stored_ts(held)
+-- The held event's time is the hash's own ts_ns field. A hash written before that field
+-- existed has only updated_at: RFC 3339 with a fixed width (four-digit year, nine digits
+-- of fraction, Z), so comparing the strings compares the times.
+local held_ts = redis.call('HGET', KEYS[3], 'ts_ns')
+if held_ts then
   -- An event at the same instant as the held one is not older: it updates.
-  if held_ts and compare_digits(ARGV[5], held_ts) < 0 then
+  if compare_digits(ARGV[5], held_ts) < 0 then
     result = 1
+  end
+else
+  local held_at = redis.call('HGET', KEYS[3], 'updated_at')
+  if held_at then
+    for i = 7, #ARGV, 2 do
+      if ARGV[i] == 'updated_at' and ARGV[i + 1] < held_at then
+        result = 1
+      end
+    end
   end
 end
 if result == 2 then

@@ -196,7 +196,10 @@ def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing
     wait_until(
         lambda: any(e.get("trade_id") == 424243 for e in listener.drain()), 20, message="sentinel"
     )
-    wait_until(lambda: redis_client.llen(PRICES_QUEUE) == 0, 20, message="the queue drained")
+    # Keeping up is the lag the workers record, not an empty queue (a prefork worker could
+    # hold the backlog in memory): the sentinel's batch was published within seconds.
+    record = redis_client.hgetall(KEYS.prices_published)
+    assert int(record["oldest_age_ns"]) < 10 * 10**9
     events = listener.drain()
     sent = sim.stats()["market_messages"]
     assert len({json.dumps(e, sort_keys=True) for e in events}) == len(events), "doubled"

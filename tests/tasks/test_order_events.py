@@ -120,6 +120,7 @@ def test_hash_fields_are_strings_with_null_as_empty():
     assert fields == {
         "status": "new", "event": "new", "symbol": "AAPL", "side": "buy", "qty": "10",
         "filled_qty": "0", "filled_avg_price": "", "updated_at": "2026-11-24T14:30:00.102202202Z",
+        "ts_ns": str(prepared.ts_ns),
     }  # fmt: skip
 
 
@@ -133,6 +134,59 @@ def test_malformed_order_events_raise_with_their_kind(case):
     assert caught.value.kind == case["kind"]
 
 
+HOSTILE = [
+    ("symbol", {"ts_ns": 99999999999999999999}, "order: bad symbol"),
+    ("symbol", None, "order: bad symbol"),
+    ("symbol", "", "order: bad symbol"),
+    ("side", ["buy"], "order: bad field"),
+    ("status", 1, "order: bad field"),
+    ("type", {"x": 1}, "order: bad field"),
+    ("filled_qty", "1e999999999", "order: bad decimal"),
+    ("filled_qty", "1e999999", "order: bad decimal"),
+    ("filled_qty", "1" * 49, "order: bad decimal"),
+    ("filled_qty", "NaN", "order: bad decimal"),
+    ("filled_qty", "Infinity", "order: bad decimal"),
+    ("qty", "1e-31", "order: bad decimal"),
+    ("qty", True, "order: bad decimal"),
+    ("filled_avg_price", {"a": 1}, "order: bad decimal"),
+    ("limit_price", float("inf"), "order: bad decimal"),
+    ("id", "x" * 129, "order: no order id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kind"), HOSTILE, ids=[f"{k}={v!r:.20}" for k, v, _ in HOSTILE]
+)
+def test_hostile_order_fields_are_malformed(key, value, kind):
+    data = trade_update("AAPL", "fill")
+    data["order"][key] = value
+    with pytest.raises(MalformedMessage) as caught:
+        prepare_order(data, RECEIVED_NS, "stream")
+    assert caught.value.kind == kind
+
+
+@pytest.mark.parametrize("key", ["qty", "price", "position_qty"])
+def test_hostile_event_decimals_are_malformed(key):
+    data = {**trade_update("AAPL", "fill"), key: "9e99999"}
+    with pytest.raises(MalformedMessage, match="bad decimal"):
+        prepare_order(data, RECEIVED_NS, "stream")
+
+
+def test_hostile_execution_id_is_malformed():
+    data = {**trade_update("AAPL", "fill"), "execution_id": {"ts_ns": 1}}
+    with pytest.raises(MalformedMessage, match="bad execution id"):
+        prepare_order(data, RECEIVED_NS, "stream")
+
+
+@pytest.mark.parametrize("value", ["1e30", "-1E-30", "0e9999", ".5", "10.", "187.494", 3, 2.5, ""])
+def test_bounded_decimals_pass_and_keep_short_state_ids(value):
+    data = trade_update("AAPL", "fill")
+    data["order"]["filled_qty"] = value
+    prepared = prepare_order(data, RECEIVED_NS, "stream")
+    assert len(prepared.state_id) < 200
+    assert json.loads(prepared.json)["filled_qty"] == value
+
+
 def test_lone_surrogate_cannot_be_published():
     data = trade_update("AAPL", "new")
     data["order"]["client_order_id"] = "bad\ud800"
@@ -140,21 +194,30 @@ def test_lone_surrogate_cannot_be_published():
         prepare_order(data, RECEIVED_NS, "stream")
 
 
+decimal_texts = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.from_regex(r"\A[+-]?[0-9]{0,60}(\.[0-9]{0,60})?([eE][+-]?[0-9]{1,12})?\Z"),
+    st.sampled_from(["1e999999999", "1e999999", "-0E-999999999", "NaN", "sNaN", "Infinity"]),
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80) | decimal_texts,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
     ),
     max_leaves=8,
 )
-order_keys = st.sampled_from(["id", "symbol", "status", "qty", "updated_at", "side", "type"])
+# Every key the normalizer reads, the decimals among them (filled_qty included).
+data_keys = st.sampled_from(["event", "execution_id", "qty", "price", "position_qty", "timestamp"])
+order_keys = st.sampled_from(
+    ["id", "symbol", "status", "qty", "updated_at", "side", "type", "order_type", "notional",
+     "filled_qty", "filled_avg_price", "limit_price", "stop_price", "client_order_id",
+     "order_class", "time_in_force"]
+)  # fmt: skip
 
 
 @settings(deadline=None)
 @given(
-    st.dictionaries(
-        st.sampled_from(["event", "execution_id", "qty", "price", "timestamp"]), json_values
-    ),
+    st.dictionaries(data_keys, json_values),
     st.one_of(
         st.none(), st.dictionaries(order_keys, json_values | st.text(min_size=1, max_size=40))
     ),
@@ -166,3 +229,33 @@ def test_normalizer_raises_nothing_but_malformed_on_arbitrary_data(data, order, 
         data = {**data, "order": order}
     with contextlib.suppress(MalformedMessage):
         prepare_order(data, received, source)
+
+
+@settings(deadline=None, max_examples=400)
+@given(
+    st.dictionaries(order_keys, json_values | decimal_texts, max_size=4),
+    st.dictionaries(data_keys, json_values | decimal_texts, max_size=3),
+    st.sampled_from(["stream", "reconciliation"]),
+)
+def test_a_real_event_with_any_fields_replaced_is_published_or_malformed(
+    order_changes, data_changes, source
+):
+    # Mutations of a valid event reach every check past the first ones (the pure
+    # arbitrary data above rarely does): decimals of any spelling, types of every field.
+    data = trade_update("AAPL", "fill")
+    data["order"].update(order_changes)
+    data.update(data_changes)
+    with contextlib.suppress(MalformedMessage):
+        prepared = prepare_order(data, RECEIVED_NS, source)
+        # What passes is bounded: the dedupe and state markers stay short keys.
+        assert len(prepared.dedupe_id) < 300
+        assert len(prepared.state_id) < 400
+
+
+@settings(deadline=None, max_examples=300)
+@given(decimal_texts)
+def test_filled_qty_of_any_spelling_is_published_or_malformed(filled_qty):
+    data = trade_update("AAPL", "fill")
+    data["order"]["filled_qty"] = filled_qty
+    with contextlib.suppress(MalformedMessage):
+        assert len(prepare_order(data, RECEIVED_NS, "stream").state_id) < 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +55,7 @@ def test_a_lifecycle_new_partial_fill_fill_ends_filled(publisher, redis_client, 
         "status": "filled", "event": "fill", "symbol": "AAPL", "side": "buy", "qty": "10",
         "filled_qty": "10", "filled_avg_price": "187.494",
         "updated_at": "2026-11-24T14:30:02.249999999Z", "json": state["json"],
+        "ts_ns": str(json.loads(state["json"])["ts_ns"]),
     }  # fmt: skip
     assert json.loads(state["json"])["execution_id"] == "5f0e2d9c-3c77-4d0a-a5a3-6f2b8c1d0e22"
     wait_until(lambda: len(orders_channel.messages) >= 3, 5, message="3 channel messages")
@@ -147,6 +149,33 @@ def test_order_times_differing_only_in_the_last_nanosecond_compare_exactly(publi
     publisher.publish_order(prepare_order(newer, RECEIVED_NS, "stream"))
     assert not publisher.publish_order(prepare_order(older, RECEIVED_NS, "stream")).state_updated
     assert redis_client.hget(KEYS.order(AAPL_ORDER), "status") == "filled"
+
+
+def test_a_hostile_time_inside_the_event_json_cannot_freeze_the_order_hash(publisher, redis_client):
+    # Before the fix the held time was the first '"ts_ns":' of the stored JSON; a symbol of
+    # {"ts_ns":99999999999999999999} (a map, now malformed) posed as a time far in the
+    # future and every later event failed to update the hash. The held time is its own field.
+    first = prepared("AAPL", "new")
+    hostile = first.json.replace(b'"symbol":"AAPL"', b'"symbol":{"ts_ns":99999999999999999999}')
+    assert hostile != first.json
+    publisher.publish_order(dataclasses.replace(first, json=hostile))
+    assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(True, True)
+    assert redis_client.hget(KEYS.order(AAPL_ORDER), "status") == "filled"
+
+
+def test_a_hash_written_without_ts_ns_still_never_regresses(publisher, redis_client):
+    # A hash written by the version before ts_ns existed: updated_at (fixed-width RFC 3339)
+    # orders the events.
+    publisher.publish_order(prepared("AAPL", "fill"))
+    redis_client.hdel(KEYS.order(AAPL_ORDER), "ts_ns")
+    assert publisher.publish_order(prepared("AAPL", "partial_fill")) == OrderResult(True, False)
+    assert redis_client.hget(KEYS.order(AAPL_ORDER), "status") == "filled"
+
+
+def test_a_malformed_order_event_is_counted_in_redis(publisher, redis_client):
+    publisher.count_malformed_order()
+    publisher.count_malformed_order()
+    assert redis_client.get(KEYS.orders_malformed) == "2"
 
 
 def test_replace_cancel_reject_and_expire_lifecycles(publisher, redis_client):

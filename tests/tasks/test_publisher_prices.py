@@ -117,6 +117,33 @@ def test_same_bar_time_received_later_replaces_a_cumulative_daily_bar(publisher,
     assert latest(redis_client, "VOO", "daily_bar")["close"] == 2.0
 
 
+def test_latest_holds_pure_json_and_its_times_sit_in_the_meta_hash(publisher, redis_client):
+    publisher.publish_prices(events(bar("SPY", NS, 1.0)))
+    assert redis_client.hkeys(KEYS.latest("SPY")) == ["bar"]
+    meta = redis_client.hgetall(KEYS.latest_meta("SPY"))
+    assert meta == {"bar:ts_ns": str(NS), "bar:received_ns": str(RECEIVED_NS)}
+    assert not KEYS.latest_meta("SPY").startswith(KEYS.latest(""))
+
+
+def test_every_batch_records_its_lag(publisher, redis_client):
+    import time
+
+    now = time.time_ns()
+    publisher.publish_prices(events(bar("SPY", NS, 1.0), received=now - 2 * 10**9))
+    record = redis_client.hgetall(KEYS.prices_published)
+    assert record["events"] == "1"
+    assert 2 * 10**9 <= int(record["oldest_age_ns"]) < 5 * 10**9
+    assert int(record["at_ns"]) >= now
+
+
+def test_a_time_posing_inside_the_held_json_is_ignored(publisher, redis_client):
+    publisher.publish_prices(events(bar("SPY", NS, 1.0)))
+    # Before the fix the held time was the first '"ts_ns":' of the stored JSON.
+    redis_client.hset(KEYS.latest("SPY"), "bar", '{"x":{"ts_ns":99999999999999999999}}')
+    publisher.publish_prices(events(bar("SPY", NS + 1, 2.0)))
+    assert latest(redis_client, "SPY", "bar")["close"] == 2.0
+
+
 def test_a_redelivered_batch_leaves_the_hash_unchanged(publisher, redis_client):
     batch = events(bar("SPY", NS, 1.0))
     assert publisher.publish_prices(batch) == 1

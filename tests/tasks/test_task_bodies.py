@@ -11,7 +11,7 @@ import redis
 from alpaca_broker.errors import RetryableError
 from alpaca_broker.keys import ORDER_EVENT_TASK, PRICES_BATCH_TASK
 from alpaca_broker.schema import EVENT_TYPES
-from celery_app.config import ORDER_POLICY, PRICE_POLICY
+from celery_app.config import ORDER_POLICY, PRICE_POLICY, create_app
 from tasks import orders, prices
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent
@@ -25,6 +25,7 @@ class FakePublisher:
         self.prices: list[list[PriceEvent]] = []
         self.orders: list[OrderEvent] = []
         self.fault = fault
+        self.malformed_orders = 0
 
     def publish_prices(self, events: Sequence[PriceEvent]) -> int:
         if self.fault:
@@ -38,6 +39,9 @@ class FakePublisher:
         self.orders.append(event)
         return OrderResult(True, True)
 
+    def count_malformed_order(self) -> None:
+        self.malformed_orders += 1
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakePublisher:
@@ -48,6 +52,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakePublisher:
 
 
 def test_tasks_are_registered_by_name_with_their_delivery_policy():
+    # The shared tasks resolve through the current app: make it the project's (alone, this
+    # test otherwise saw Celery's default app, with no delivery policy).
+    create_app().set_current()
     assert prices.publish_batch.name == PRICES_BATCH_TASK
     assert orders.publish_event.name == ORDER_EVENT_TASK
     assert orders.publish_event.acks_late is ORDER_POLICY["acks_late"] is True
@@ -68,7 +75,16 @@ def test_price_task_publishes_the_valid_items_and_skips_the_malformed(fake, capl
 def test_order_task_drops_a_malformed_event_without_raising(fake, caplog):
     assert orders.publish_event.run({"event": "fill"}, RECEIVED_NS, "stream") is False
     assert fake.orders == []
-    assert "dropped malformed order event" in caplog.text
+    assert "skipped malformed order event" in caplog.text  # through MalformedReporter
+    assert fake.malformed_orders == 1
+
+
+def test_order_task_drops_a_hostile_symbol_once_and_later_events_publish(fake):
+    data = trade_update("AAPL", "new")
+    data["order"]["symbol"] = {"ts_ns": 99999999999999999999}
+    assert orders.publish_event.run(data, RECEIVED_NS, "stream") is False
+    assert (fake.orders, fake.malformed_orders) == ([], 1)
+    assert orders.publish_event.run(trade_update("AAPL", "fill"), RECEIVED_NS, "stream") is True
 
 
 def test_order_task_publishes_a_valid_event(fake):

@@ -59,7 +59,7 @@ def test_prices_and_orders_flow_through_a_real_worker(
 
         wait_until(lambda: len(prices.messages) >= 9, 15, message="9 price messages")
         wait_until(lambda: redis_client.hget(KEYS.order(AAPL_ORDER), "status") == "filled", 15)
-        wait_until(lambda: "dropped malformed order event" in worker.log(), 10)
+        wait_until(lambda: "skipped malformed order event" in worker.log(), 10)  # MalformedReporter
         latest = redis_client.hgetall(KEYS.latest("AAPL"))
         assert len(latest) == 9
         assert sorted(json.loads(data)["type"] for _, data in prices.messages) == sorted(latest)

@@ -1,0 +1,135 @@
+"""kombu's Redis ack emulation, bounded for prices and patient with a full broker.
+
+Two changes to ``kombu.transport.redis.QoS`` (kombu 5.x), installed by :func:`install` on
+``kombu.transport.redis.Channel`` (``SentinelChannel`` inherits it):
+
+* **Transient queues** (``prices``). Consumed with ``no_ack``, kombu counts no message
+  against the prefetch limit: a prefork worker whose pool stalls moves the whole backlog
+  from Redis into its memory (issue 18, item 5). Consumed with acks, every batch is first
+  copied into the ``unacked`` hash and index and deleted again on ack. Here a price
+  message is acknowledged like any other, so the prefetch limit holds (at most
+  ``concurrency x worker_prefetch_multiplier`` batches in hand), but its ack state stays in
+  the worker's memory: no Redis command on receipt or ack, as cheap as ``no_ack``. Prices
+  stay at most once: a batch in hand dies with a SIGKILLed worker; at a warm shutdown the
+  batches not started go back to the head of their queue.
+* **A full broker** (``maxmemory`` with ``noeviction``). BRPOP has already taken the message
+  when kombu records it as unacked (ZADD + HSET); stock kombu lets the OOM error escape and
+  the worker exits ("Unrecoverable error") with the only copy of the task. Here the record
+  is retried, with backoff, until memory frees: the worker survives and the task runs. The
+  periodic restore of unacked tasks (a mutex SET) skips a round instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+from kombu.transport import redis as redis_transport
+from kombu.transport import virtual
+from redis.exceptions import OutOfMemoryError, ResponseError
+
+from alpaca_broker.keys import PRICES_QUEUE
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_QUEUES: Final = frozenset({PRICES_QUEUE})
+"""Routing keys (= queue names) whose messages keep their ack state in the worker only."""
+
+_BACKOFF_FIRST: Final = 0.1
+_BACKOFF_MAX: Final = 2.0
+_LOG_EVERY: Final = 30.0
+
+
+def _is_oom(exc: BaseException) -> bool:
+    # redis-py raises OutOfMemoryError for a plain command; inside MULTI the queued
+    # command's error can surface as a ResponseError whose text starts with OOM.
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and str(exc).lstrip().startswith("OOM")
+    )
+
+
+class BoundedQoS(redis_transport.QoS):  # type: ignore[misc]
+    """Redis ack emulation: transient queues tracked in memory, OOM on record waited out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._transient: set[str] = set()
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if message.delivery_info.get("routing_key") in TRANSIENT_QUEUES:
+            self._transient.add(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # counted, nothing in Redis
+            return
+        delay, waited, logged_at = _BACKOFF_FIRST, 0.0, -_LOG_EVERY
+        while True:
+            try:
+                super().append(message, delivery_tag)
+                break
+            except ResponseError as exc:
+                if not _is_oom(exc):
+                    raise
+                if waited - logged_at >= _LOG_EVERY:
+                    log.warning(
+                        "broker out of memory: task %s taken from the queue cannot be "
+                        "recorded as unacked; retrying until memory frees (%.0fs so far)",
+                        delivery_tag,
+                        waited,
+                    )
+                    logged_at = waited
+                # Blocking the consumer is deliberate: it holds the only copy of the task
+                # and every other broker write would fail the same way.
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, _BACKOFF_MAX)
+        if waited:
+            log.warning("broker memory freed: task %s recorded after %.1fs", delivery_tag, waited)
+
+    def ack(self, delivery_tag: str) -> None:
+        if delivery_tag in self._transient:
+            self._transient.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if delivery_tag in self._transient:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            self._transient.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().reject(delivery_tag, requeue)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        # The periodic scan for unacked tasks past their visibility timeout takes a mutex
+        # (SET NX), which a full broker refuses: skip this round instead of letting the
+        # error stop the worker. The next round scans again.
+        try:
+            super().restore_visible(*args, **kwargs)
+        except ResponseError as exc:
+            if not _is_oom(exc):
+                raise
+            log.warning("broker out of memory: unacked restore skipped this round")
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        if isinstance(tag, bytes):
+            tag = tag.decode()
+        message = self._delivered.get(tag) if tag in self._transient else None
+        if message is None:
+            super().restore_by_tag(tag, client, leftmost)
+            return
+        # Not in the unacked hash: put the worker's own copy back at the head of its queue.
+        self._transient.discard(tag)
+        info = message.delivery_info
+        with self.channel.conn_or_acquire(client) as conn:
+            pipe = conn.pipeline()
+            self.channel._do_restore_message(
+                message._raw, info["exchange"], info["routing_key"], pipe, True
+            )
+            pipe.execute()
+
+
+def install() -> None:
+    """Make kombu's Redis channels (plain and Sentinel) use :class:`BoundedQoS`."""
+    redis_transport.Channel.QoS = BoundedQoS
