@@ -14,7 +14,7 @@ from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.schema import COMMON_FIELDS
 from tasks.news_events import NEWS_FIELDS, normalize_news, prepare_news
 from tests.tasks.payloads import RECEIVED_NS, as_producer_sends, stream_expected, stream_messages
-from tests.tasks.test_price_events import json_values
+from tests.tasks.test_price_events import json_values, timestamps
 
 
 def test_every_captured_article_normalizes_to_the_expected_event():
@@ -98,12 +98,6 @@ def test_bad_receive_time_or_source_is_malformed(received, source):
 article_keys = st.sampled_from(
     ["T", "id", "headline", "summary", "author", "content", "url", "symbols", "source"]
 )
-times = st.one_of(
-    st.integers(),
-    st.text(max_size=30),
-    st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1), st.integers(0, 999_999_999)),
-    json_values,
-)
 
 
 @settings(deadline=None)
@@ -111,8 +105,8 @@ times = st.one_of(
     st.dictionaries(article_keys | st.text(max_size=3), json_values, max_size=10),
     st.sampled_from(["n", "t", "?"]),
     st.one_of(st.integers(), st.text(max_size=5), json_values),
-    times,
-    times,
+    timestamps,
+    timestamps,
     st.one_of(st.integers(), json_values),
 )
 def test_normalizer_raises_nothing_but_malformed_on_arbitrary_maps(

@@ -13,19 +13,12 @@ from alpaca_broker.keys import Keys
 from tasks.news_events import prepare_news
 from tasks.news_publisher import NewsPublisher
 from tasks.price_events import prepare_price
-from tasks.publisher import Publisher
 from tests.harness.wait import wait_until
 from tests.tasks.payloads import RECEIVED_NS, stream_messages
-from tests.tasks.test_publisher_prices import Subscriber
+from tests.tasks.test_publisher_prices import Subscriber, publisher
 
 KEYS = Keys("alpaca")
-
-
-@pytest.fixture
-def publisher(redis_url: str) -> Iterator[Publisher]:
-    client = redis.Redis.from_url(redis_url)
-    yield Publisher(client, KEYS, stream_maxlen=1000, dedupe_ttl=60)
-    client.close()
+__all__ = ["publisher"]  # the price tests' publisher fixture, used here too
 
 
 @pytest.fixture
