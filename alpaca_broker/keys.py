@@ -17,7 +17,8 @@ QUEUES = (PRICES_QUEUE, ORDERS_QUEUE)
 PRICES_BATCH_TASK = "prices.publish_batch"
 ORDER_EVENT_TASK = "orders.publish_event"
 # News articles ride the orders queue and its delivery policy: kept, never dropped.
-NEWS_ARTICLE_TASK = "news.publish_article"
+NEWS_TASK_PREFIX = "news"
+NEWS_ARTICLE_TASK = f"{NEWS_TASK_PREFIX}.publish_article"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,21 @@ class Keys:
         """Marker that an order state (event, status, filled_qty) was published, valued with
         the source that published it: a reconciliation of a state already seen adds nothing."""
         return f"{self.prefix}:orders:state:{state_id}"
+
+    @property
+    def news_channel(self) -> str:
+        """Pub/sub channel: every distinct news event."""
+        return f"{self.prefix}:news"
+
+    @property
+    def news_events(self) -> str:
+        """Stream: every distinct news event exactly once."""
+        return f"{self.prefix}:news:events"
+
+    def news_seen(self, article_id: str) -> str:
+        """Marker (with a TTL): the ``updated_at`` ns of the newest version published of an
+        article; an equal or older version adds nothing."""
+        return f"{self.prefix}:news:seen:{article_id}"
 
     def lease(self, lease: str) -> str:
         """String (JSON) with a TTL: the holder of an active/standby set of producers."""

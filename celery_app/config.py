@@ -13,12 +13,12 @@ from kombu import Exchange, Queue, serialization
 from kombu.utils import json as kombu_json
 
 from alpaca_broker.errors import RETRYABLE
-from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
+from alpaca_broker.keys import NEWS_TASK_PREFIX, ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import Settings, load_settings
 from celery_app import broker
 
-TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders")
+TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders", "tasks.news")
 
 # Orders must never be lost: ack after the task returns, requeue when the pool child dies,
 # and retry passing Redis faults forever (with backoff). Prices are many and superseded
@@ -52,7 +52,7 @@ class DeliveryPolicy:
 
     def annotate(self, task: Any) -> dict[str, Any] | None:
         name: str = task.name or ""
-        if name.startswith(f"{ORDERS_QUEUE}."):
+        if name.startswith((f"{ORDERS_QUEUE}.", f"{NEWS_TASK_PREFIX}.")):
             return dict(ORDER_POLICY)
         if name.startswith(f"{PRICES_QUEUE}."):
             return dict(PRICE_POLICY)
@@ -101,6 +101,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             f"{PRICES_QUEUE}.*": {"queue": PRICES_QUEUE},
             f"{ORDERS_QUEUE}.*": {"queue": ORDERS_QUEUE},
+            f"{NEWS_TASK_PREFIX}.*": {"queue": ORDERS_QUEUE},  # kept and retried like orders
         },
         "task_annotations": [DeliveryPolicy()],
         "worker_prefetch_multiplier": 1,

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
-from alpaca_broker.schema import EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
 from tasks.encoding import encode_event
+from tasks.families import DEFAULT_FAMILY, DEFAULT_SOURCE, FAMILIES, MARKET_SOURCES
 from tasks.timestamps import format_ns, format_received, to_ns
 
 
@@ -22,6 +22,8 @@ class PriceEvent(NamedTuple):
     received_at_ns: int
     received_at: str
     json: bytes
+    latest: bool = True
+    """False for events published on the channel only (order books)."""
 
 
 @dataclass(slots=True)
@@ -32,20 +34,32 @@ class PriceBatch:
     malformed: list[MalformedMessage] = field(default_factory=list)
 
 
-def normalize_price(raw: Any, received_at_ns: Any) -> dict[str, Any]:
+def normalize_price(
+    raw: Any,
+    received_at_ns: Any,
+    family: str = DEFAULT_FAMILY,
+    source: str = DEFAULT_SOURCE,
+) -> dict[str, Any]:
     """The contract event for Alpaca market-data map ``raw`` received at ``received_at_ns``.
 
-    Every contract field is present (``None`` when Alpaca did not send it) and numbers are
-    kept as sent. ``raw["t"]`` may be ns since the epoch (int), RFC 3339 or a msgpack
-    Timestamp. Raises MalformedMessage on an unknown ``T``, a missing required
-    key, a bad symbol or a bad timestamp.
+    ``family`` is the stream's asset class (``us_equity``, ``crypto``, ``us_option``) and
+    ``source`` is ``stream`` or ``backfill``. Every contract field is present (``None`` when
+    Alpaca did not send it) and numbers are kept as sent. ``raw["t"]`` may be ns since the
+    epoch (int), RFC 3339 or a msgpack Timestamp. Raises MalformedMessage on an unknown
+    family, source or ``T``, a missing required key, a bad symbol or a bad timestamp.
     """
+    table = FAMILIES.get(family) if isinstance(family, str) else None
+    if table is None:
+        raise MalformedMessage("unknown family", f"family={excerpt(family, 40)}", raw)
+    if not isinstance(source, str) or source not in MARKET_SOURCES:
+        raise MalformedMessage("unknown source", f"source={excerpt(source, 40)}", raw)
     if not isinstance(raw, dict):
         raise MalformedMessage("not a map", f"got {type(raw).__name__}", raw)
     code = raw.get("T")
-    if type(code) is not str or code not in FIELD_MAPS:
-        raise MalformedMessage("unknown T", f"T={excerpt(code, 40)}", raw)
-    missing = [key for key in REQUIRED_KEYS[code] if raw.get(key) is None]
+    kind = table.kinds.get(code) if type(code) is str else None
+    if kind is None:
+        raise MalformedMessage("unknown T", f"T={excerpt(code, 40)} ({family})", raw)
+    missing = [key for key in kind.required if raw.get(key) is None]
     if missing:
         raise MalformedMessage("missing keys", f"T={code} lacks {sorted(missing)}", raw)
     symbol = raw["S"]
@@ -61,20 +75,26 @@ def normalize_price(raw: Any, received_at_ns: Any) -> dict[str, Any]:
     except ValueError as exc:
         raise MalformedMessage("bad received_at", str(exc), raw) from None
     event: dict[str, Any] = {
-        "type": EVENT_TYPES[code],
+        "type": kind.type,
         "symbol": symbol,
         "timestamp": timestamp,
         "ts_ns": ts_ns,
         "received_at": received_at,
     }
-    for name, key in FIELD_MAPS[code]:
+    for name, key in kind.fields:
         event[name] = raw.get(key)
+    if kind.build is not None:
+        event.update(kind.build(raw))
+    event["asset_class"] = table.asset_class
+    event["source"] = source
     return event
 
 
-def prepare_price(raw: Any, received_at_ns: Any) -> PriceEvent:
+def prepare_price(
+    raw: Any, received_at_ns: Any, family: str = DEFAULT_FAMILY, source: str = DEFAULT_SOURCE
+) -> PriceEvent:
     """Normalize and encode one market-data message; raises MalformedMessage."""
-    event = normalize_price(raw, received_at_ns)
+    event = normalize_price(raw, received_at_ns, family, source)
     return PriceEvent(
         symbol=event["symbol"],
         type=event["type"],
@@ -82,11 +102,16 @@ def prepare_price(raw: Any, received_at_ns: Any) -> PriceEvent:
         received_at_ns=received_at_ns,
         received_at=event["received_at"],
         json=encode_event(event),
+        latest=FAMILIES[family].kinds[raw["T"]].latest,
     )
 
 
-def prepare_batch(items: Any) -> PriceBatch:
-    """Every item ``[received_at_ns, raw]`` of a price task; bad items are set aside, not raised."""
+def prepare_batch(items: Any, family: str = DEFAULT_FAMILY) -> PriceBatch:
+    """Every item of a price task of ``family``; bad items are set aside, not raised.
+
+    An item is ``[received_at_ns, raw]``, or ``[received_at_ns, raw, source]`` for events
+    not read off the socket (``backfill``: the hook for the bar backfill).
+    """
     batch = PriceBatch()
     if not isinstance(items, list):
         batch.malformed.append(
@@ -95,9 +120,10 @@ def prepare_batch(items: Any) -> PriceBatch:
         return batch
     for item in items:
         try:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise MalformedMessage("bad item", "not a [received_at_ns, raw] pair", item)
-            batch.events.append(prepare_price(item[1], item[0]))
+            if not isinstance(item, list | tuple) or len(item) not in (2, 3):
+                raise MalformedMessage("bad item", "not [received_at_ns, raw(, source)]", item)
+            source = item[2] if len(item) == 3 else DEFAULT_SOURCE
+            batch.events.append(prepare_price(item[1], item[0], family, source))
         except MalformedMessage as exc:
             batch.malformed.append(exc)
     return batch
@@ -106,11 +132,15 @@ def prepare_batch(items: Any) -> PriceBatch:
 def newest_per_type(events: Iterable[PriceEvent]) -> list[PriceEvent]:
     """The newest event per (symbol, type): greatest ``ts_ns``, then latest receipt.
 
+    Only events held in the latest hashes count (``latest``): order books are left out.
+
     On a complete tie the later event of the batch wins (batches are in socket order).
     The Lua script applies the same order against what Redis already holds.
     """
     newest: dict[tuple[str, str], PriceEvent] = {}
     for event in events:
+        if not event.latest:
+            continue
         key = (event.symbol, event.type)
         held = newest.get(key)
         if held is None or (event.ts_ns, event.received_at_ns) >= (

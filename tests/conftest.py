@@ -8,6 +8,7 @@ subprocesses (``worker_factory``: real prefork, killable) or ``start_worker`` th
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +74,8 @@ def inproc_worker(redis_url: str) -> Iterator[Celery]:
     from tasks.publisher import reset_publisher
 
     previous = os.environ.get("REDIS_URL")
+    root = logging.getLogger()
+    root_state = (root.level, list(root.handlers))  # the worker's logging setup replaces them
     os.environ["REDIS_URL"] = redis_url  # the tasks' publisher reads the settings
     load_settings.cache_clear()
     reset_publisher()
@@ -87,6 +90,8 @@ def inproc_worker(redis_url: str) -> Iterator[Celery]:
             os.environ["REDIS_URL"] = previous
         load_settings.cache_clear()
         reset_publisher()
+        root.setLevel(root_state[0])
+        root.handlers[:] = root_state[1]
 
 
 @pytest.fixture

@@ -71,3 +71,20 @@ def bar(symbol: str, ts_ns: int, close: float, code: str = "b") -> dict[str, Any
         "T": code, "S": symbol, "o": close, "h": close, "l": close, "c": close,
         "v": 100, "n": 3, "vw": close, "t": ts_ns,
     }  # fmt: skip
+
+
+def stream_messages(name: str) -> list[dict[str, Any]]:
+    """Every message of capture ``<name>.json`` (crypto, options, news), in order."""
+    return [msg for frame in load_json(f"{name}.json") for msg in frame]
+
+
+def stream_expected(name: str) -> list[bytes]:
+    """The exact event JSON of each message of ``<name>.json``, received at RECEIVED_NS."""
+    return (PAYLOADS / f"{name}.expected.jsonl").read_bytes().splitlines()
+
+
+def as_producer_sends(msg: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``msg`` with its RFC 3339 ``keys`` as int ns, as the producer converts msgpack ones."""
+    from tasks.timestamps import parse_rfc3339
+
+    return {**msg, **{key: parse_rfc3339(msg[key]) for key in keys}}

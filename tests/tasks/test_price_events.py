@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import MalformedReporter
 from alpaca_broker.schema import COMMON_FIELDS, EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
+from tasks.families import TAIL_FIELDS
 from tasks.price_events import (
     PriceEvent,
     newest_per_type,
@@ -51,7 +52,8 @@ def test_captures_cover_every_market_data_type():
 def test_event_has_every_contract_field_in_order(msg):
     event = normalize_price(msg, RECEIVED_NS)
     fields = [name for name, _ in FIELD_MAPS[msg["T"]]]
-    assert list(event) == [*COMMON_FIELDS, *fields]
+    assert list(event) == [*COMMON_FIELDS, *fields, *TAIL_FIELDS]
+    assert (event["asset_class"], event["source"]) == ("us_equity", "stream")
     assert event["type"] == EVENT_TYPES[msg["T"]]
     assert event["symbol"] == msg["S"]
     assert event["received_at"] == "2023-11-14T22:13:20.123456789Z"
@@ -118,7 +120,7 @@ def test_batch_keeps_valid_items_and_sets_aside_malformed_ones():
     good = producer_messages()
     items: list[Any] = [[RECEIVED_NS, msg] for msg in good]
     items.insert(1, [RECEIVED_NS, MALFORMED[0]["raw"]])
-    items.insert(3, ["not", "a", "pair"])
+    items.insert(3, ["not a pair"])
     items.insert(5, [RECEIVED_NS, {"T": "t", "S": "AAPL", "p": 1, "s": 1, "t": "nope"}])
     batch = prepare_batch(items)
     assert [e.json for e in batch.events] == expected_events()
