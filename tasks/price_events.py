@@ -72,9 +72,10 @@ def normalize_price(raw: Any, received_at_ns: Any) -> dict[str, Any]:
     return event
 
 
-def prepare_price(raw: Any, received_at_ns: Any) -> PriceEvent:
+def prepare_price(raw: Any, received_at_ns: Any, source: str = "stream") -> PriceEvent:
     """Normalize and encode one market-data message; raises MalformedMessage."""
     event = normalize_price(raw, received_at_ns)
+    event["source"] = source  # issue 13: "stream" or "backfill" (the item's third element)
     return PriceEvent(
         symbol=event["symbol"],
         type=event["type"],
@@ -85,8 +86,21 @@ def prepare_price(raw: Any, received_at_ns: Any) -> PriceEvent:
     )
 
 
+ITEM_SOURCES = ("stream", "backfill")
+
+
+def _item_source(item: Any) -> str:
+    """The source of a ``[received_at_ns, raw]`` or ``[received_at_ns, raw, source]`` item."""
+    if not isinstance(item, list | tuple) or len(item) not in (2, 3):
+        raise MalformedMessage("bad item", "not a [received_at_ns, raw(, source)] item", item)
+    source = item[2] if len(item) == 3 else "stream"
+    if source not in ITEM_SOURCES:
+        raise MalformedMessage("bad item", f"unknown source {excerpt(source, 40)}", item)
+    return str(source)
+
+
 def prepare_batch(items: Any) -> PriceBatch:
-    """Every item ``[received_at_ns, raw]`` of a price task; bad items are set aside, not raised."""
+    """Every item ``[received_at_ns, raw(, source)]`` of a price task; bad items are set aside."""
     batch = PriceBatch()
     if not isinstance(items, list):
         batch.malformed.append(
@@ -95,9 +109,8 @@ def prepare_batch(items: Any) -> PriceBatch:
         return batch
     for item in items:
         try:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise MalformedMessage("bad item", "not a [received_at_ns, raw] pair", item)
-            batch.events.append(prepare_price(item[1], item[0]))
+            source = _item_source(item)
+            batch.events.append(prepare_price(item[1], item[0], source))
         except MalformedMessage as exc:
             batch.malformed.append(exc)
     return batch

@@ -12,6 +12,7 @@ from redis.exceptions import NoScriptError
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings, load_settings
+from tasks.bar_history import BarHistory
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER, PRICES, LuaScript
@@ -30,10 +31,18 @@ class Publisher:
     """Writes events to Redis through one client; scripts run by SHA, loaded when missing."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, stream_maxlen: int, dedupe_ttl: int
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        stream_maxlen: int,
+        dedupe_ttl: int,
+        bar_history_days: float = 7,
     ) -> None:
         self._client = client
         self._keys = keys
+        # --- bar history (issue 13): its own script, run before the price script ---
+        self._bars = BarHistory(client, keys, history_days=bar_history_days)
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
 
@@ -53,6 +62,8 @@ class Publisher:
         """
         if not events:
             return 0
+        # Bars first (idempotent), so a subscriber that reads the history on a message finds it.
+        self._bars.add(events)
         keys: list[str] = []
         args: list[Any] = [0]
         for update in newest_per_type(events):
@@ -114,6 +125,7 @@ def create_publisher(settings: Settings) -> Publisher:
         Keys(settings.redis_key_prefix),
         stream_maxlen=settings.orders_stream_maxlen,
         dedupe_ttl=settings.order_dedupe_ttl,
+        bar_history_days=settings.bar_history_days,
     )
 
 
