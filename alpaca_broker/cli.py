@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "alpaca_broker.tail:main",
         "print live events from Redis: tail prices [SYMBOL] | orders",
     ),
+    "bars": ("alpaca_broker.bars:main", "print a symbol's minute bars: bars SYMBOL [--since 1h]"),
 }
 
 

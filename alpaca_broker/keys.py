@@ -43,6 +43,19 @@ class Keys:
         """Pub/sub channel: every market-data event of ``symbol``."""
         return f"{self.prefix}:prices:{symbol}"
 
+    def bars(self, symbol: str) -> str:
+        """Sorted set: ``symbol``'s minute bars, scored by the bar's start in epoch ms."""
+        return f"{self.prefix}:bars:{symbol}"
+
+    def bars_meta(self, symbol: str) -> str:
+        """Hash: bar start in epoch ms -> receive time (ns) of the member held for that minute."""
+        return f"{self.prefix}:bars:meta:{symbol}"
+
+    @property
+    def bars_pattern(self) -> str:
+        """SCAN pattern for every bar history (and its meta hashes: skip ``bars:meta:``)."""
+        return f"{self.prefix}:bars:*"
+
     @property
     def prices_published(self) -> str:
         """Internal hash, rewritten by every price batch (real lag, whatever the pool):

@@ -8,6 +8,7 @@ code base reads the environment.
 from __future__ import annotations
 
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
@@ -154,6 +155,16 @@ class Settings(BaseSettings):
         1_000_000, validation_alias=_env("ORDERS_STREAM_MAXLEN"), ge=1000
     )
     order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
+    bar_history_days: float = Field(7, validation_alias=_env("BAR_HISTORY_DAYS"), gt=0, le=3650)
+    bar_backfill_minutes: int = Field(
+        60, validation_alias=_env("BAR_BACKFILL_MINUTES"), ge=0, le=100_000
+    )
+    # Tests only: the producer's market clock runs MARKET_CLOCK_SPEED times the wall clock from
+    # MARKET_CLOCK_ORIGIN_NS, to agree with a simulator started with a compressed clock.
+    market_clock_speed: float = Field(1.0, validation_alias=_env("MARKET_CLOCK_SPEED"), gt=0)
+    market_clock_origin_ns: int | None = Field(
+        None, validation_alias=_env("MARKET_CLOCK_ORIGIN_NS"), ge=0
+    )
 
     @field_validator(
         "alpaca_symbols",
@@ -211,6 +222,14 @@ class Settings(BaseSettings):
     def data_api_url(self) -> str:
         """The historical market data REST API base, unless overridden."""
         return self.alpaca_data_api_url or "https://data.alpaca.markets"
+
+    def market_now_ns(self) -> int:
+        """The market's clock: the wall clock unless the test-only MARKET_CLOCK_* say otherwise."""
+        wall = time.time_ns()
+        origin = self.market_clock_origin_ns
+        if origin is None or self.market_clock_speed == 1.0:
+            return wall
+        return origin + int((wall - origin) * self.market_clock_speed)
 
     @property
     def broker_url(self) -> str:

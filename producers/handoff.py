@@ -258,11 +258,18 @@ def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, An
 
 
 def batch_sender(app: Celery, task: str, family: str, keys: tuple[str, ...]) -> Send[Message]:
-    """Many messages per task, ``([[received_ns, raw], ...], family)``: market data."""
+    """Many messages per task, ``([[received_ns, raw(, source)], ...], family)``: market data.
+
+    An item names its source only when it is not ``stream`` (a backfilled bar).
+    """
     sender = TaskSender(app)
 
+    def item(m: Message) -> list[Any]:
+        wire = [m.received_ns, to_wire(m.payload, keys)]
+        return wire if m.source == "stream" else [*wire, m.source]
+
     def send(batch: list[Message]) -> None:
-        items = [[m.received_ns, to_wire(m.payload, keys)] for m in batch]
+        items = [item(m) for m in batch]
         # Stocks leave the family to the task's default: the wire of the first version.
         args = [items] if family == "us_equity" else [items, family]
         sender.send(task, args, argsrepr=f"[{len(items)} {family} events]")

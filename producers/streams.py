@@ -32,6 +32,7 @@ from alpaca_broker.schema import (
     REQUIRED_KEYS,
 )
 from alpaca_broker.settings import Settings
+from producers.backfill import Backfiller, BackfillState, BackfillStats
 from producers.clients import crypto, news, options, stocks
 from producers.clients.market import MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
@@ -87,6 +88,8 @@ class StreamKind:
     """Raises ConfigError (exit 2) when the kind's settings cannot work."""
     time_keys: tuple[str, ...] = ("t",)
     """Raw keys holding msgpack Timestamps, sent to the workers as int ns."""
+    backfill: bool = False
+    """Whether minute bars missed by a gap are fetched from REST after every (re)connect."""
 
 
 def _market(
@@ -121,6 +124,7 @@ STREAMS: dict[str, StreamKind] = {
         REQUIRED_KEYS,
         stocks.subscription,
         record_as="data",
+        backfill=True,
     ),
     "orders": StreamKind(
         name="orders",
@@ -216,6 +220,7 @@ class Stream:
     buffer: EventBuffer[Message]
     units: dict[str, UnitFactory]
     reconciliation: ReconcileStats | None = None
+    backfill: BackfillStats | None = None
 
     @property
     def gated(self) -> tuple[str, ...]:
@@ -249,7 +254,8 @@ def build_stream(
     # fresh, and the stream's (re)connects still reach the new one.
     wake = threading.Event()
     stats = ReconcileStats() if kind.reconcile else None
-    on_connected = wake.set if kind.reconcile else None
+    backfill = BackfillState(settings.market_now_ns) if kind.backfill else None
+    on_connected = wake.set if kind.reconcile else backfill.trigger if backfill else None
     handoff = f"{kind.name}.handoff"
     units: dict[str, UnitFactory] = {
         kind.name: lambda: StreamUnit(
@@ -263,7 +269,9 @@ def build_stream(
     }
     if stats is not None:
         units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats)
-    return Stream(kind, status, buffer, units, stats)
+    if backfill is not None:
+        units[Backfiller.name] = lambda: Backfiller(settings, buffer, backfill)
+    return Stream(kind, status, buffer, units, stats, backfill.stats if backfill else None)
 
 
 def build_streams(settings: Settings, names: tuple[str, ...], app: Celery) -> list[Stream]:

@@ -11,9 +11,9 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.settings import load_settings
 from tasks.news_events import NewsEvent
 from tasks.publisher import Publisher, get_publisher
-from tasks.scripts import load_script
+from tasks.scripts import register, script_source
 
-NEWS: Final = load_script("news.lua")
+NEWS: Final = script_source("news.lua")
 """Exactly-once publication of one article version (``tasks/lua/news.lua``)."""
 
 NEWS_STREAM_MAXLEN: Final = 100_000
@@ -26,7 +26,7 @@ class NewsPublisher:
     def __init__(self, client: redis.Redis, keys: Keys, *, dedupe_ttl: int) -> None:
         self._keys = keys
         self._dedupe_ttl = dedupe_ttl
-        self._script: Script = client.register_script(NEWS.source)
+        self._script: Script = register(client, NEWS)
 
     def publish_news(self, event: NewsEvent) -> bool:
         """XADD and PUBLISH ``event`` unless this id's held version is as new; True if new."""

@@ -12,6 +12,7 @@ import redis
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings, load_settings
+from tasks.bar_history import BarHistory
 from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
@@ -31,10 +32,18 @@ class Publisher:
     (redis-py's ``register_script``)."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, stream_maxlen: int, dedupe_ttl: int
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        stream_maxlen: int,
+        dedupe_ttl: int,
+        bar_history_days: float = 7,
     ) -> None:
         self._client = client
         self._keys = keys
+        # --- bar history (issue 13): its own script, run before the price script ---
+        self._bars = BarHistory(client, keys, history_days=bar_history_days)
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
         self._prices = register(client, PRICES_SOURCE)
@@ -56,6 +65,8 @@ class Publisher:
         """
         if not events:
             return 0
+        # Bars first (idempotent), so a subscriber that reads the history on a message finds it.
+        self._bars.add(events)
         updates = newest_per_type(events)
         keys = [self._keys.latest(update.symbol) for update in updates]
         keys += [self._keys.latest_meta(update.symbol) for update in updates]
@@ -119,6 +130,7 @@ def create_publisher(settings: Settings) -> Publisher:
         Keys(settings.redis_key_prefix),
         stream_maxlen=settings.orders_stream_maxlen,
         dedupe_ttl=settings.order_dedupe_ttl,
+        bar_history_days=settings.bar_history_days,
     )
 
 

@@ -1,0 +1,232 @@
+"""Bar backfill: after every (re)connect of the stock stream, fetch the minutes it missed.
+
+Alpaca replays nothing after a gap. The stream's ``on_connected`` records the connect time
+and wakes :class:`Backfiller`, a unit in its own thread (the read loop never waits), which
+asks the historical API for each bar-subscribed symbol's minutes between the newest bar
+held (exclusive) and the last minute complete at the connect (inclusive) -- the minutes
+after it arrive on the socket -- or the last ``BAR_BACKFILL_MINUTES`` when the symbol has no
+history. Each REST bar goes into the price buffer as a stream-shaped bar with source
+``backfill``: the workers publish, store and compare-and-set it like a streamed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame
+
+from alpaca_broker.keys import Keys
+from alpaca_broker.settings import Settings
+from producers.clients import stocks
+from producers.handoff import EventBuffer, Message
+from producers.supervisor import Backoff, ProducerUnit
+from tasks.timestamps import parse_rfc3339
+
+log = logging.getLogger(__name__)
+
+MINUTE_NS = 60_000_000_000
+Window = tuple[int, int]
+"""Bar starts in ns, both inclusive."""
+
+
+def gap_window(connected_ns: int, newest_ns: int | None, fresh_minutes: int) -> Window | None:
+    """The bar starts a connect at ``connected_ns`` missed, or None when there are none.
+
+    The last is the last minute complete at the connect; the first follows ``newest_ns``
+    (the newest bar held), or lies ``fresh_minutes`` back when nothing is held.
+    """
+    last = (connected_ns // MINUTE_NS) * MINUTE_NS - MINUTE_NS
+    if newest_ns is None:
+        if fresh_minutes <= 0:
+            return None
+        return last - (fresh_minutes - 1) * MINUTE_NS, last
+    first = (newest_ns // MINUTE_NS) * MINUTE_NS + MINUTE_NS
+    return (first, last) if first <= last else None
+
+
+def group_windows(windows: Mapping[str, Window | None]) -> dict[Window, list[str]]:
+    """Symbols sharing a window, so that each window is one request (pure)."""
+    groups: dict[Window, list[str]] = {}
+    for symbol, window in windows.items():
+        if window is not None and window[0] <= window[1]:
+            groups.setdefault(window, []).append(symbol)
+    return groups
+
+
+def stream_bar(symbol: str, bar: Mapping[str, Any]) -> dict[str, Any]:
+    """A REST bar as the stream would have sent it (``t`` as int ns); ValueError if malformed."""
+    raw: dict[str, Any] = {"T": "b", "S": symbol, "t": parse_rfc3339(str(bar["t"]))}
+    for key in ("o", "h", "l", "c", "v", "n", "vw"):
+        raw[key] = bar.get(key)
+    return raw
+
+
+def _rfc3339(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+
+
+@dataclass
+class BackfillStats:
+    """What the health key shows of backfills; kept across restarts of the unit."""
+
+    runs: int = 0
+    bars: int = 0
+    failures: int = 0
+    last_success_at: float | None = None
+    last_error: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BackfillState:
+    """What outlives a Backfiller: the wake-up, the pending connect, counters, and the newest
+    bar handed off per symbol (not yet in Redis, perhaps, when the next gap comes)."""
+
+    clock: Callable[[], int]
+    wake: threading.Event = field(default_factory=threading.Event)
+    connected_ns: int | None = None
+    handed_off: dict[str, int] = field(default_factory=dict)
+    stats: BackfillStats = field(default_factory=BackfillStats)
+
+    def trigger(self) -> None:
+        """The stream (re)connected: backfill up to now. Never blocks (runs on the loop)."""
+        self.connected_ns = self.clock()
+        self.wake.set()
+
+
+class Backfiller(ProducerUnit):
+    """Fetches the bars a gap hid and hands them to the price buffer; retries with backoff."""
+
+    name = "prices.backfill"
+
+    def __init__(
+        self, settings: Settings, buffer: EventBuffer[Message], state: BackfillState
+    ) -> None:
+        self._settings = settings
+        self._buffer = buffer
+        self._state = state
+        self._keys = Keys(settings.redis_key_prefix)
+        self._stop = threading.Event()
+        self._backoff = Backoff(1.0, 30.0)
+
+    def run(self) -> None:
+        key, secret = self._settings.credentials()
+        rest = StockHistoricalDataClient(
+            key, secret, raw_data=True, url_override=self._settings.data_api_url
+        )
+        store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
+        stats = self._state.stats
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                self._state.wake.wait(1.0)
+                connected = self._state.connected_ns
+                if self._stop.is_set() or not self._state.wake.is_set() or connected is None:
+                    continue
+                self._state.wake.clear()
+                try:
+                    stats.bars += self.backfill_once(rest, store, connected)
+                    stats.runs += 1
+                    stats.last_success_at = time.time()
+                    stats.last_error = None
+                    failures = 0
+                except Exception as exc:
+                    delay = self._backoff.delay(failures)
+                    failures += 1
+                    stats.failures += 1
+                    stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("bar backfill failed (%s); retrying in %.1fs", exc, delay)
+                    if self._stop.wait(delay):
+                        break
+                    self._state.wake.set()
+        finally:
+            store.close()
+
+    def backfill_once(
+        self, rest: StockHistoricalDataClient, store: redis.Redis, connected_ns: int
+    ) -> int:
+        """Fetch and hand off every symbol's gap before ``connected_ns``; returns the bars."""
+        symbols = self._symbols(store)
+        windows = {
+            symbol: gap_window(
+                connected_ns, self._newest(store, symbol, connected_ns), self._fresh_minutes
+            )
+            for symbol in symbols
+        }
+        total = 0
+        for (first, last), group in group_windows(windows).items():
+            request = StockBarsRequest(
+                symbol_or_symbols=group,
+                timeframe=TimeFrame.Minute,
+                start=_rfc3339(first),
+                end=_rfc3339(last),
+                feed=DataFeed(self._settings.alpaca_feed),
+            )
+            answer = rest.get_stock_bars(request)
+            total += self._hand_off(answer if isinstance(answer, Mapping) else {}, first, last)
+        if total:
+            log.info("backfilled %d bar(s) for %d symbol(s)", total, len(symbols))
+        return total
+
+    @property
+    def _fresh_minutes(self) -> int:
+        return self._settings.bar_backfill_minutes
+
+    def _hand_off(self, answer: Mapping[str, Any], first: int, last: int) -> int:
+        count = 0
+        for symbol, bars in answer.items():
+            for bar in bars if isinstance(bars, list) else []:
+                try:
+                    raw = stream_bar(symbol, bar)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("skipped a malformed REST bar of %s (%s)", symbol, exc)
+                    continue
+                if not first <= raw["t"] <= last:
+                    continue
+                self._buffer.put(Message(time.time_ns(), raw, "backfill"))
+                handed = self._state.handed_off
+                handed[symbol] = max(handed.get(symbol, raw["t"]), raw["t"])
+                count += 1
+        return count
+
+    def _symbols(self, store: redis.Redis) -> list[str]:
+        """The bar-subscribed symbols; with ``*``, those that already have history."""
+        subscribed = stocks.subscription(self._settings).get("bars", [])
+        if "*" not in subscribed:
+            return list(dict.fromkeys(subscribed))
+        return held_symbols(self._keys, store.scan_iter(match=self._keys.bars_pattern, count=1000))
+
+    def _newest(self, store: redis.Redis, symbol: str, connected_ns: int) -> int | None:
+        """The newest bar start (ns) held or handed off before the connect's last minute."""
+        end_ms = ((connected_ns // MINUTE_NS) * MINUTE_NS - MINUTE_NS) // 1_000_000
+        held = store.zrevrangebyscore(self._keys.bars(symbol), end_ms, "-inf", 0, 1, True)
+        newest = int(held[0][1]) * 1_000_000 if held else None
+        handed = self._state.handed_off.get(symbol)
+        if handed is not None and handed <= end_ms * 1_000_000:
+            newest = handed if newest is None else max(newest, handed)
+        return newest
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._state.wake.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._state.stats.snapshot()
+
+
+def held_symbols(keys: Keys, names: Iterable[str]) -> list[str]:
+    """The symbols of bar-history key ``names`` (meta hashes skipped), sorted (pure)."""
+    prefix, meta = keys.bars(""), keys.bars_meta("")
+    return sorted({n[len(prefix) :] for n in names if not n.startswith(meta)})

@@ -1,0 +1,36 @@
+-- One price batch's minute bars into the bar histories (P:bars:{SYMBOL} and its meta hash).
+-- ARGV[1]            cutoff: bar starts (epoch ms) below it are trimmed, and never added
+-- KEYS[2i-1], KEYS[2i]  bar i's sorted set and meta hash (field = minute ms, value = the
+--                    received ns of the member held for that minute)
+-- ARGV[3i-1..3i+1]   bar i: its start in epoch ms, its received ns (decimal digits), its JSON
+-- Exactly one member per minute: a bar replaces the minute's member only when received
+-- strictly later than the held one, so a duplicate or an older receipt changes nothing.
+-- Returns the number of members added or replaced.
+local cutoff = ARGV[1]
+local changed = 0
+local touched = {}
+for i = 1, #KEYS / 2 do
+  local zset, meta = KEYS[2 * i - 1], KEYS[2 * i]
+  local minute, received, json = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  if compare_digits(minute, cutoff) >= 0 then
+    local held = redis.call('HGET', meta, minute)
+    if not held or compare_digits(received, held) > 0 then
+      redis.call('ZREMRANGEBYSCORE', zset, minute, minute)
+      redis.call('ZADD', zset, minute, json)
+      redis.call('HSET', meta, minute, received)
+      changed = changed + 1
+    end
+  end
+  touched[zset] = meta
+end
+local bound = '(' .. cutoff
+for zset, meta in pairs(touched) do
+  local old = redis.call('ZRANGEBYSCORE', zset, '-inf', bound, 'WITHSCORES')
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', zset, '-inf', bound)
+    for j = 2, #old, 2 do
+      redis.call('HDEL', meta, old[j])
+    end
+  end
+end
+return changed

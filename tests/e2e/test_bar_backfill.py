@@ -1,0 +1,138 @@
+"""Bar backfill end to end: fast simulator clock, real producer, real worker, real Redis."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from alpaca_broker.keys import Keys
+from simulator.api import Simulator
+from tests.e2e.test_price_pipeline import ChannelListener
+from tests.harness.wait import wait_until
+
+pytestmark = pytest.mark.slow
+
+KEYS = Keys()
+SYMBOL = "AAPL"
+MINUTE_MS = 60_000
+FRESH_MINUTES = 5
+
+
+@pytest.fixture
+def fast_sim() -> Iterator[Simulator]:
+    """A synthetic market whose clock runs 60 times fast: one bar a second."""
+    with Simulator(synthetic=True, rate=5, clock_speed=60, seed=7) as simulator:
+        yield simulator
+
+
+def env(sim: Simulator) -> dict[str, str]:
+    return {
+        "ALPACA_SYMBOLS": SYMBOL,
+        "ALPACA_DATA_CHANNELS": "trades,bars",
+        "BAR_BACKFILL_MINUTES": str(FRESH_MINUTES),
+        "MARKET_CLOCK_SPEED": "60",
+        "MARKET_CLOCK_ORIGIN_NS": str(sim.server.clock._epoch_ns),
+    }
+
+
+def history(client: redis.Redis) -> list[tuple[int, dict[str, Any]]]:
+    rows = client.zrange(KEYS.bars(SYMBOL), 0, -1, withscores=True)
+    return [(int(score), json.loads(member)) for member, score in rows]
+
+
+def minutes_of(request: Any) -> list[int]:
+    from tasks.timestamps import parse_rfc3339
+
+    first = parse_rfc3339(request.params["start"].replace("+00:00", "Z")) // 1_000_000
+    last = parse_rfc3339(request.params["end"].replace("+00:00", "Z")) // 1_000_000
+    return list(range(first, last + 1, MINUTE_MS))
+
+
+def contiguous(rows: list[tuple[int, dict[str, Any]]]) -> bool:
+    scores = [s for s, _ in rows]
+    return scores == list(range(scores[0], scores[-1] + MINUTE_MS, MINUTE_MS))
+
+
+def test_an_outage_is_backfilled_once_and_a_fresh_start_fetches_the_window(
+    fast_sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    worker_factory: Any,
+    producer_factory: Any,
+) -> None:
+    sim = fast_sim
+    listener = ChannelListener(redis_client)
+    worker_factory(redis_url, queues="prices")
+    producer = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    producer.wait_connected("prices")
+
+    # A fresh start with an empty Redis fetches BAR_BACKFILL_MINUTES of history.
+    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 20)
+    fresh = sim.bars_requests()[0]
+    assert len(minutes_of(fresh)) == FRESH_MINUTES
+    wait_until(lambda: len(history(redis_client)) >= FRESH_MINUTES + 3, 30)
+
+    # An outage of several bar intervals, then a reconnect.
+    sim.clear_bars_requests()
+    sim.reject_upgrades("data", status=503, count=None)
+    sim.drop("data")
+    wait_until(lambda: producer.stream_state("prices") != "connected", 10)
+    before = history(redis_client)[-1][0]
+    outage_from = sim.market_now_ns()
+    wait_until(lambda: sim.market_now_ns() > outage_from + 6 * 60 * 10**9, 20)
+    sim.clear_upgrade_rejections("data")
+    producer.wait_connected("prices", timeout=60)
+    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 30)
+    gap = minutes_of(sim.bars_requests()[0])
+    assert gap[0] == before + MINUTE_MS
+    assert len(gap) >= 5
+    wait_until(lambda: history(redis_client)[-1][0] > gap[-1] + MINUTE_MS, 30)
+
+    rows = history(redis_client)
+    assert contiguous(rows), [s for s, _ in rows]
+    backfilled = [s for s, e in rows if e["source"] == "backfill"]
+    assert [s for s in backfilled if s > before] == gap
+    assert len(sim.bars_requests()) == 1
+    bars_published = Counter(
+        e["ts_ns"] // 1_000_000 for e in listener.drain() if e["type"] == "bar"
+    )
+    assert all(bars_published[s] == 1 for s, _ in rows), bars_published
+    health = producer.health()
+    assert health["backfill"]["runs"] >= 2
+    assert health["backfill"]["failures"] == 0
+
+
+def test_rest_errors_during_backfill_are_retried_and_nothing_is_duplicated(
+    fast_sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    worker_factory: Any,
+    producer_factory: Any,
+) -> None:
+    sim = fast_sim
+    listener = ChannelListener(redis_client)
+    sim.fail_bars(count=1, status=500)
+    sim.fail_bars(count=1, status=429, retry_after=1)
+    worker_factory(redis_url, queues="prices")
+    producer = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    producer.wait_connected("prices")
+    streamed = wait_until(
+        lambda: [e for e in listener.drain() if e["type"] == "bar" and e["source"] == "stream"],
+        20,
+    )
+    assert streamed  # the stream flows while the backfill fails
+    wait_until(lambda: producer.health().get("backfill", {}).get("runs", 0) >= 1, 60)
+    statuses = [r.status for r in sim.bars_requests()]
+    assert 500 in statuses
+    assert statuses[-1] == 200
+    assert producer.health()["backfill"]["failures"] >= 1
+    wait_until(lambda: len(history(redis_client)) >= FRESH_MINUTES + 2, 30)
+    rows = history(redis_client)
+    assert contiguous(rows)
+    published = Counter(e["ts_ns"] // 1_000_000 for e in listener.drain() if e["type"] == "bar")
+    assert all(published[s] == 1 for s, _ in rows), published
