@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
 from typing import Any, TypeVar
 
 from simulator import faults
@@ -87,12 +86,7 @@ class Simulator:
     def __enter__(self) -> Simulator:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
@@ -75,11 +75,13 @@ class Hub:
         """Authenticated, subscribed, writable data sessions (on ``feed`` when given)."""
         return [s for s in self.data if s.ready and (feed is None or s.feed == feed)]
 
-    def deliver(self, sessions: Iterable[DataSession], msgs: Sequence[Message]) -> int:
-        """Send ``msgs`` to each session as one frame, keeping only what it subscribed to.
-        Returns the number of messages queued; a full queue makes that session a slow client."""
+    @staticmethod
+    def _frames(
+        sessions: Iterable[DataSession], msgs: Sequence[Message]
+    ) -> Iterator[tuple[DataSession, int, Frame]]:
+        """Each session that wants some of ``msgs``, how many, and the one frame holding
+        them (encoded once per wire format when a session wants them all)."""
         shared: dict[WireFormat, Frame] = {}
-        sent = 0
         for session in sessions:
             wanted = [m for m in msgs if session.subs.wants_message(m)]
             if not wanted:
@@ -90,31 +92,23 @@ class Hub:
                 )
             else:
                 frame = codec.encode(wanted, session.fmt)
-            if session.outbound.offer(frame):
-                sent += len(wanted)
-                self.stats.market_frames += 1
+            yield session, len(wanted), frame
+
+    def _count(self, frames: int, sent: int) -> int:
+        self.stats.market_frames += frames
         self.stats.market_messages += sent
         return sent
 
+    def deliver(self, sessions: Iterable[DataSession], msgs: Sequence[Message]) -> int:
+        """Send ``msgs`` to each session as one frame, keeping only what it subscribed to.
+        Returns the number of messages queued; a full queue makes that session a slow client."""
+        queued = [n for s, n, frame in self._frames(sessions, msgs) if s.outbound.offer(frame)]
+        return self._count(len(queued), sum(queued))
+
     async def deliver_waiting(self, sessions: Iterable[DataSession], msgs: list[Message]) -> int:
         """Like ``deliver`` but waits for room in each queue (``--rate max`` backpressure)."""
-        frame_by_fmt: dict[WireFormat, Frame] = {}
-        sent = 0
-        for session in sessions:
-            wanted = [m for m in msgs if session.subs.wants_message(m)]
-            if not wanted:
-                continue
-            if len(wanted) == len(msgs):
-                frame = frame_by_fmt.get(session.fmt) or frame_by_fmt.setdefault(
-                    session.fmt, codec.encode(msgs, session.fmt)
-                )
-            else:
-                frame = codec.encode(wanted, session.fmt)
-            if await session.outbound.put(frame):
-                sent += len(wanted)
-                self.stats.market_frames += 1
-        self.stats.market_messages += sent
-        return sent
+        queued = [n for s, n, frame in self._frames(sessions, msgs) if await s.outbound.put(frame)]
+        return self._count(len(queued), sum(queued))
 
     def push_market(self, msgs: list[Message], feed: str | None, force: bool) -> int:
         """Scripted market messages: to subscribers, or to every authenticated session if

@@ -13,6 +13,8 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer
 from simulator import messages as m
 from simulator.api import Simulator
+from simulator.assetmsgs import bar_message
+from simulator.bars import MinuteBar
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 
@@ -129,21 +131,8 @@ def test_an_older_bar_after_a_newer_one_does_not_regress_the_latest_hash(
     sim, producer, redis_client, listener
 ) -> None:
     ts = time.time_ns()
-    newer = m.bar(
-        "b", SYMBOL, ts, open_=1, high=2, low=1, close=2, volume=10, trade_count=1, vwap=1.5
-    )
-    older = m.bar(
-        "b",
-        SYMBOL,
-        ts - 60_000_000_000,
-        open_=9,
-        high=9,
-        low=9,
-        close=9,
-        volume=9,
-        trade_count=9,
-        vwap=9,
-    )
+    newer = bar_message("b", SYMBOL, MinuteBar(ts, 1, 2, 1, 2, 10, 1, 1.5))
+    older = bar_message("b", SYMBOL, MinuteBar(ts - 60_000_000_000, 9, 9, 9, 9, 9, 9, 9))
     sim.push_market([newer])
     wait_until(lambda: len(listener.drain()) == 1, 15)
     sim.push_market([older])

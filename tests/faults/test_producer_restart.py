@@ -39,14 +39,21 @@ def worker(redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> Work
     return worker_factory(redis_url, queues=ORDERS_QUEUE)
 
 
-def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
+@pytest.fixture
+def start_producer(
     sim: Simulator,
     redis_url: str,
-    redis_client: redis.Redis,
     worker: WorkerProcess,
     producer_factory: Callable[..., ProducerProcess],
+) -> Callable[[], ProducerProcess]:
+    """Starts an orders producer (the worker runs already)."""
+    return lambda: producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+
+
+def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
+    sim: Simulator, redis_client: redis.Redis, start_producer: Callable[[], ProducerProcess]
 ) -> None:
-    first = producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+    first = start_producer()
     first.wait_connected("orders")
     book = sim.orders
     filled, partial, canceled, twice, untouched, progressing = (
@@ -73,7 +80,7 @@ def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
     book.fill(twice)  # two events missed; the state they lead to is recovered
     book.fill(progressing)
 
-    second = producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+    second = start_producer()
     wait_producer_running(second, "orders")
     expected = {
         filled: ("filled", "10", "fill"),
@@ -109,13 +116,9 @@ def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
 
 
 def test_an_order_opened_and_closed_while_the_producer_was_dead_is_recovered(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker: WorkerProcess,
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, start_producer: Callable[[], ProducerProcess]
 ) -> None:
-    first = producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+    first = start_producer()
     first.wait_connected("orders")
     known = sim.orders.submit("AAPL", qty="1")["id"]
     wait_until(lambda: _status(redis_client, known) == "new", 15)
@@ -125,7 +128,7 @@ def test_an_order_opened_and_closed_while_the_producer_was_dead_is_recovered(
     sim.orders.fill(unseen)
     sim.orders.fill(known)
 
-    second = producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+    second = start_producer()
     wait_producer_running(second, "orders")
     wait_until(lambda: _status(redis_client, known) == "filled", 20, message="known recovered")
     wait_until(lambda: _status(redis_client, unseen) == "filled", 5, message="unseen recovered")

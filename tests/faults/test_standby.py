@@ -28,6 +28,8 @@ pytestmark = pytest.mark.faults
 KEYS = Keys()
 LEASE = "feed"
 TTL = 3
+#: The settled pair: the lease holder (connected) and the standby.
+Pair = tuple[ProducerProcess, ProducerProcess]
 
 
 def _pair(
@@ -79,15 +81,23 @@ def worker(redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> Work
     return worker_factory(redis_url, queues=ORDERS_QUEUE)
 
 
-def test_two_producers_with_one_lease_exactly_one_holds_alpaca_sockets(
+@pytest.fixture
+def pair(
     sim: Simulator,
     redis_url: str,
     redis_client: redis.Redis,
     producer_factory: Callable[..., ProducerProcess],
-) -> None:
-    producers = _pair(producer_factory, redis_url, sim)
-    holder, standby = _holder_and_standby(producers, redis_client)
+) -> Pair:
+    """Two producers on one lease, settled: the holder (connected) and the standby."""
+    holder, standby = _holder_and_standby(_pair(producer_factory, redis_url, sim), redis_client)
     holder.wait_connected("orders")
+    return holder, standby
+
+
+def test_two_producers_with_one_lease_exactly_one_holds_alpaca_sockets(
+    sim: Simulator, redis_client: redis.Redis, pair: Pair
+) -> None:
+    _, standby = pair
     assert standby.health()["streams"]["orders"]["state"] != "connected"
     assert sim.stats()["listening"] == 1
     assert _lease(redis_client)["epoch"] >= 1
@@ -108,14 +118,9 @@ def test_two_producers_with_one_lease_exactly_one_holds_alpaca_sockets(
 
 
 def test_holder_stopped_with_sigterm_the_standby_connects_within_3s_of_the_release(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    producer_factory: Callable[..., ProducerProcess],
+    redis_client: redis.Redis, pair: Pair
 ) -> None:
-    producers = _pair(producer_factory, redis_url, sim)
-    holder, standby = _holder_and_standby(producers, redis_client)
-    holder.wait_connected("orders")
+    holder, standby = pair
     epoch = _lease(redis_client)["epoch"]
     assert holder.stop() == 0
     released = time.monotonic()
@@ -128,15 +133,9 @@ def test_holder_stopped_with_sigterm_the_standby_connects_within_3s_of_the_relea
 
 
 def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_is_lost(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker: WorkerProcess,
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, worker: WorkerProcess, pair: Pair
 ) -> None:
-    producers = _pair(producer_factory, redis_url, sim)
-    holder, standby = _holder_and_standby(producers, redis_client)
-    holder.wait_connected("orders")
+    holder, standby = pair
     book = sim.orders
     orders = [book.submit(symbol, qty="10")["id"] for symbol in ("AAPL", "MSFT", "TSLA")]
     wait_until(

@@ -4,7 +4,7 @@ threads (their ``run()`` blocks), stopped from the test thread."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -57,3 +57,13 @@ def collector() -> tuple[list[Any], Any]:
         received.append(message)
 
     return received, handler
+
+
+#: The channels every market data stream has (crypto, stock and option alike, bars aside).
+MARKET_CHANNELS = ("trades", "quotes", "bars", "updated_bars", "daily_bars")
+
+
+def subscribe(stream: Any, handler: Any, channels: Iterable[str], *symbols: str) -> None:
+    """``stream.subscribe_<channel>(handler, *symbols)`` for each of ``channels``."""
+    for channel in channels:
+        getattr(stream, f"subscribe_{channel}")(handler, *symbols)

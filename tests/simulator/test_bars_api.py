@@ -67,29 +67,20 @@ def test_rest_bars_equal_the_streamed_bars_of_the_same_minutes(asset: str) -> No
                 t: b for t, b in streamed.items() if t + UPDATE_DELAY_NS < sim.market_now_ns()
             }
             first, last = min(streamed), max(streamed)
+            window = {
+                "symbol_or_symbols": symbol,
+                "timeframe": TimeFrame.Minute,
+                "start": _dt(first),
+                "end": _dt(last),
+            }
             if asset == "stock":
                 stock = StockHistoricalDataClient(
                     "k", "s", raw_data=True, url_override=sim.data_api_url
                 )
-                raw = stock.get_stock_bars(
-                    StockBarsRequest(
-                        symbol_or_symbols=symbol,
-                        timeframe=TimeFrame.Minute,
-                        start=_dt(first),
-                        end=_dt(last),
-                        feed="iex",
-                    )
-                )
+                raw = stock.get_stock_bars(StockBarsRequest(**window, feed="iex"))
             else:
                 crypto = CryptoHistoricalDataClient(raw_data=True, url_override=sim.data_api_url)
-                raw = crypto.get_crypto_bars(
-                    CryptoBarsRequest(
-                        symbol_or_symbols=symbol,
-                        timeframe=TimeFrame.Minute,
-                        start=_dt(first),
-                        end=_dt(last),
-                    )
-                )
+                raw = crypto.get_crypto_bars(CryptoBarsRequest(**window))
     rest = _rest_rows(raw[symbol])
     assert sorted(rest) == list(range(first, last + 1, MINUTE_NS))  # every minute, once
     assert settled

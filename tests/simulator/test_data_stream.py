@@ -9,53 +9,24 @@ from alpaca.data.live.stock import StockDataStream
 from alpaca.data.models import Bar, Quote, Trade, TradeCancel, TradeCorrection, TradingStatus
 
 from simulator import Simulator, messages
+from simulator.assetmsgs import bar_message
+from simulator.bars import MinuteBar
 from simulator.clock import now_ns
 from tests.harness.wait import wait_until
-from tests.simulator.conftest import Running, collector
+from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe
 
 NS = 1_732_459_800_123_456_789  # 2024-11-24T14:50:00.123456789Z
+MINUTE = NS - NS % 60_000_000_000  # the start of its minute and of its day
+DAY = NS - NS % 86_400_000_000_000
 
 
 def one_of_each(symbol: str = "AAPL") -> list[dict[str, Any]]:
     return [
         messages.trade(symbol, NS, trade_id=7, price=187.25, size=100, exchange="V"),
         messages.quote(symbol, NS + 1, bid_price=187.2, bid_size=3, ask_price=187.3, ask_size=5),
-        messages.bar(
-            "b",
-            symbol,
-            NS - NS % 60_000_000_000,
-            open_=187.0,
-            high=187.5,
-            low=186.9,
-            close=187.25,
-            volume=1200,
-            trade_count=12,
-            vwap=187.21,
-        ),
-        messages.bar(
-            "u",
-            symbol,
-            NS - NS % 60_000_000_000,
-            open_=187.0,
-            high=187.5,
-            low=186.9,
-            close=187.3,
-            volume=1300,
-            trade_count=13,
-            vwap=187.22,
-        ),
-        messages.bar(
-            "d",
-            symbol,
-            NS - NS % 86_400_000_000_000,
-            open_=185.0,
-            high=188.0,
-            low=184.0,
-            close=187.3,
-            volume=99000,
-            trade_count=900,
-            vwap=186.5,
-        ),
+        bar_message("b", symbol, MinuteBar(MINUTE, 187.0, 187.5, 186.9, 187.25, 1200, 12, 187.21)),
+        bar_message("u", symbol, MinuteBar(MINUTE, 187.0, 187.5, 186.9, 187.3, 1300, 13, 187.22)),
+        bar_message("d", symbol, MinuteBar(DAY, 185.0, 188.0, 184.0, 187.3, 99000, 900, 186.5)),
         messages.status(
             symbol,
             NS + 2,
@@ -77,12 +48,7 @@ def one_of_each(symbol: str = "AAPL") -> list[dict[str, Any]]:
 
 
 def subscribe_everything(stream: StockDataStream, handler, symbol: str = "AAPL") -> None:
-    stream.subscribe_trades(handler, symbol)
-    stream.subscribe_quotes(handler, symbol)
-    stream.subscribe_bars(handler, symbol)
-    stream.subscribe_updated_bars(handler, symbol)
-    stream.subscribe_daily_bars(handler, symbol)
-    stream.subscribe_trading_statuses(handler, symbol)
+    subscribe(stream, handler, (*MARKET_CHANNELS, "trading_statuses"), symbol)
     stream.register_trade_corrections(handler)
     stream.register_trade_cancels(handler)
     stream._handlers["lulds"][symbol] = handler  # 0.44 has no subscribe_lulds

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -26,6 +28,15 @@ def trading_stream(sim: Simulator, handler, raw: bool = False) -> TradingStream:
     stream = TradingStream("key", "secret", raw_data=raw, url_override=sim.trading_url)
     stream.subscribe_trade_updates(handler)
     return stream
+
+
+@contextmanager
+def raw_trade_updates(sim: Simulator) -> Iterator[list[Any]]:
+    """The raw ``trade_updates`` a running, listening TradingStream has received so far."""
+    received, handler = collector()
+    with Running(trading_stream(sim, handler, raw=True), sim, "trading"):
+        wait_until(lambda: sim.stats()["listening"], message="listening")
+        yield received
 
 
 def run_lifecycles(sim: Simulator) -> dict[str, dict[str, Any]]:
@@ -95,9 +106,7 @@ def test_lifecycles_stream_as_trade_updates_that_alpaca_py_parses(sim: Simulator
 def test_raw_trade_updates_carry_decimal_strings_and_nanosecond_timestamps(
     sim: Simulator,
 ) -> None:
-    received, handler = collector()
-    with Running(trading_stream(sim, handler, raw=True), sim, "trading"):
-        wait_until(lambda: sim.stats()["listening"], message="listening")
+    with raw_trade_updates(sim) as received:
         order = sim.orders.submit("AAPL", qty="1.5")
         sim.orders.fill(order["id"], price="100.125")
         wait_until(lambda: len(received) == 2, message="two updates")
@@ -113,9 +122,7 @@ def test_raw_trade_updates_carry_decimal_strings_and_nanosecond_timestamps(
 
 
 def test_get_orders_agrees_with_the_streamed_events(sim: Simulator) -> None:
-    received, handler = collector()
-    with Running(trading_stream(sim, handler, raw=True), sim, "trading"):
-        wait_until(lambda: sim.stats()["listening"], message="listening")
+    with raw_trade_updates(sim) as received:
         orders = run_lifecycles(sim)
         open_order = sim.orders.submit("QQQ", qty="7", order_type="limit", limit_price="400")
         wait_until(lambda: len(received) == 15, message="all updates")
@@ -215,9 +222,7 @@ def test_rest_requires_the_key_headers_and_rejects_bad_input() -> None:
 def test_order_changes_while_the_trading_socket_is_down_reach_rest_only(
     sim: Simulator,
 ) -> None:
-    received, handler = collector()
-    with Running(trading_stream(sim, handler, raw=True), sim, "trading"):
-        wait_until(lambda: sim.stats()["listening"], message="listening")
+    with raw_trade_updates(sim) as received:
         order = sim.orders.submit("AAPL", qty="5")
         wait_until(lambda: len(received) == 1, message="new")
         with sim.outage("trading"):

@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from simulator import Simulator
 from tests.harness.wait import wait_until
-from tests.simulator.conftest import Running, collector
+from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe
 
 
 def fast(rate: float = 2000) -> Simulator:
@@ -29,15 +29,7 @@ def test_crypto_stream_sends_every_message_type_with_crypto_shapes() -> None:
     received, handler = collector()
     with fast() as sim:
         stream = CryptoDataStream("k", "s", raw_data=True, url_override=sim.crypto_url)
-        for subscribe in (
-            stream.subscribe_trades,
-            stream.subscribe_quotes,
-            stream.subscribe_bars,
-            stream.subscribe_updated_bars,
-            stream.subscribe_daily_bars,
-            stream.subscribe_orderbooks,
-        ):
-            subscribe(handler, "BTC/USD", "ETH/USD")
+        subscribe(stream, handler, (*MARKET_CHANNELS, "orderbooks"), "BTC/USD", "ETH/USD")
         with Running(stream, sim, "crypto"):
             wait_until(
                 lambda: {"t", "q", "b", "u", "d", "o"} <= _types(received),

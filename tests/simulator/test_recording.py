@@ -27,7 +27,7 @@ from alpaca_broker.recording import (
 )
 from simulator import Simulator, messages
 from tests.harness.wait import wait_until
-from tests.simulator.conftest import Running, collector
+from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe
 
 CONTROL = {"success", "error", "subscription"}
 ALL_DATA = {
@@ -104,15 +104,7 @@ def test_a_recorded_session_replays_to_the_same_messages(tmp_path: Path) -> None
     updates, update_handler = collector()
     with Simulator(replay=path, replay_speed=None) as replay:
         stream = StockDataStream("key", "secret", raw_data=True, url_override=replay.data_url)
-        for subscribe in (
-            stream.subscribe_trades,
-            stream.subscribe_quotes,
-            stream.subscribe_bars,
-            stream.subscribe_updated_bars,
-            stream.subscribe_daily_bars,
-            stream.subscribe_trading_statuses,
-        ):
-            subscribe(data_handler, "*")
+        subscribe(stream, data_handler, (*MARKET_CHANNELS, "trading_statuses"), "*")
         stream.register_trade_corrections(data_handler)
         stream.register_trade_cancels(data_handler)
         stream._handlers["lulds"]["*"] = data_handler
