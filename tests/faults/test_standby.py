@@ -95,9 +95,9 @@ def pair(
 
 
 def test_two_producers_with_one_lease_exactly_one_holds_alpaca_sockets(
-    sim: Simulator, redis_client: redis.Redis, pair: Pair
+    sim: Simulator, redis_url: str, redis_client: redis.Redis, pair: Pair
 ) -> None:
-    _, standby = pair
+    holder, standby = pair
     assert standby.health()["streams"]["orders"]["state"] != "connected"
     assert sim.stats()["listening"] == 1
     assert _lease(redis_client)["epoch"] >= 1
