@@ -3,16 +3,21 @@ looks at, and how its watermark moves."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 import redis
+from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
+from producers import reconciliation
 from producers.handoff import EventBuffer, Message
 from producers.health import StreamStatus
 from producers.reconciliation import LOOKBACK_MARGIN_S, Reconciler
@@ -105,3 +110,91 @@ def test_the_watermark_moves_to_the_previous_pass_only_after_a_complete_pass(
     # Now the previous pass, a complete one, becomes the watermark.
     _pass(reconciler, buffer, rest, redis_client)
     assert float(redis_client.get(KEYS.orders_reconciled_at)) > 1764000000.0
+
+
+class PagedRest(ScriptedRest):
+    """REST that honours ``after`` and ``limit`` on open orders, as Alpaca does (exclusive)."""
+
+    def get_orders(self, request: GetOrdersRequest) -> list[dict[str, Any]]:
+        self.requests.append(request)
+        orders = self.open if request.status == QueryOrderStatus.OPEN else self.closed
+        after = request.after
+        chosen = [o for o in orders if after is None or _submitted(o) > after]
+        return chosen[: request.limit]
+
+
+def _submitted(order: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(order["submitted_at"].replace("Z", "+00:00"))
+
+
+def _at(order_id: str, second: int) -> dict[str, Any]:
+    return {**_order(order_id, "new"), "submitted_at": f"2026-11-24T14:30:{second:02d}Z"}
+
+
+def test_orders_sharing_a_submitted_at_across_a_page_boundary_are_all_seen(
+    reconciler, buffer, redis_client, monkeypatch
+):
+    monkeypatch.setattr(reconciliation, "PAGE", 3)
+    # Two orders in one instant straddle the page boundary; Alpaca's `after` is exclusive.
+    orders = [_at("o0", 1), _at("o1", 1), _at("t0", 2), _at("t1", 2)]
+    rest = PagedRest(orders, [])
+    assert sorted(_pass(reconciler, buffer, rest, redis_client)) == ["o0", "o1", "t0", "t1"]
+    assert reconciler.complete
+
+
+def test_more_orders_in_one_instant_than_a_page_is_an_incomplete_pass_never_a_silent_skip(
+    reconciler, buffer, redis_client, monkeypatch
+):
+    monkeypatch.setattr(reconciliation, "PAGE", 3)
+    rest = PagedRest([_at(f"t{i}", 2) for i in range(5)], [])
+    assert len(_pass(reconciler, buffer, rest, redis_client)) == 3
+    assert not reconciler.complete
+
+
+def test_paging_that_cannot_finish_is_an_incomplete_pass_that_keeps_the_watermark(
+    reconciler, buffer, redis_client, monkeypatch
+):
+    monkeypatch.setattr(reconciliation, "PAGE", 2)
+    monkeypatch.setattr(reconciliation, "MAX_PAGES", 2)
+    redis_client.set(KEYS.orders_reconciled_at, "1764000000.0")
+    rest = PagedRest([_at(f"o{i}", i) for i in range(10)], [])
+    found = _pass(reconciler, buffer, rest, redis_client)
+    assert found == ["o0", "o1", "o2"]  # what it did read is still handed off (pages overlap)
+    assert not reconciler.complete
+    _pass(reconciler, buffer, rest, redis_client)
+    assert redis_client.get(KEYS.orders_reconciled_at) == "1764000000.0"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [None, {"orders": []}, [None, _order("ok", "new")], [{"status": "new"}, _order("ok", "new")]],
+    ids=["none", "not-a-list", "none-in-page", "order-without-id"],
+)
+def test_malformed_pages_and_orders_are_skipped_and_counted(reconciler, buffer, redis_client, page):
+    rest = ScriptedRest([], [])
+    rest.open = page  # type: ignore[assignment]
+    found = _pass(reconciler, buffer, rest, redis_client)
+    assert found == (["ok"] if isinstance(page, list) else [])
+    assert reconciler.stats.skipped >= 1
+
+
+class GoneRest(ScriptedRest):
+    def get_order_by_id(self, order_id: str) -> dict[str, Any]:
+        raise APIError(json.dumps({"code": 40410000, "message": "order not found"}), _Http404())
+
+
+class _Http404:
+    response = SimpleNamespace(status_code=404)
+
+
+def test_an_open_order_rest_no_longer_knows_is_marked_gone_and_not_looked_up_again(
+    reconciler, buffer, redis_client
+):
+    redis_client.hset(KEYS.order("ghost"), mapping={"status": "new", "filled_qty": "0"})
+    rest = GoneRest([_order("live", "new")], [])
+    assert _pass(reconciler, buffer, rest, redis_client) == ["live"]
+    assert redis_client.hget(KEYS.order("ghost"), reconciliation.GONE_FIELD) is not None
+    assert redis_client.hget(KEYS.order("ghost"), "status") == "new"  # the hash is kept
+    assert reconciler.stats.skipped == 1
+    _pass(reconciler, buffer, rest, redis_client)  # not looked up again: no second skip
+    assert reconciler.stats.skipped == 1
