@@ -8,6 +8,7 @@ off while the broker is unreachable.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -56,9 +57,16 @@ class EventBuffer(Generic[T]):
         self._status = status
         self._ready = threading.Event()
         self._warn_at = warn_at
+        # Sequence numbers: the n-th item put is still in the buffer while fewer than n were
+        # taken (itertools.count is atomic under the GIL: the read loop and the reconciler
+        # both put into the order buffer).
+        self._puts = itertools.count(1)
+        self._taken = 0
 
-    def put(self, item: T) -> None:
-        """Append ``item``; never blocks (called on the stream's event loop)."""
+    def put(self, item: T) -> int:
+        """Append ``item``; never blocks (called on the stream's event loop). Returns its
+        sequence number, for :meth:`holds`."""
+        seq = next(self._puts)
         items = self._items
         if self._maxlen is not None and len(items) == self._maxlen:
             self._status.dropped += 1  # deque(maxlen) evicts the oldest on append
@@ -70,6 +78,12 @@ class EventBuffer(Generic[T]):
             self._warn_at *= 2
         if not self._ready.is_set():
             self._ready.set()
+        return seq
+
+    def holds(self, seq: int) -> bool:
+        """Whether the item put as number ``seq`` has not been taken yet (approximately, when
+        two threads race to put: then an item may be put once more, which is harmless)."""
+        return self._taken < seq
 
     def wait(self, timeout: float) -> bool:
         """Block until an item is there (True) or ``timeout`` passes (False)."""
@@ -86,6 +100,7 @@ class EventBuffer(Generic[T]):
         taken: list[T] = []
         while items and len(taken) < limit:
             taken.append(items.popleft())
+        self._taken += len(taken)
         return taken
 
     def __len__(self) -> int:

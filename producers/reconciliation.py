@@ -137,6 +137,7 @@ class Reconciler(ProducerUnit):
         self._stop = threading.Event()
         self._backoff = Backoff(1.0, 30.0)
         self.complete = False
+        self._queued: dict[str, int] = {}  # state -> its sequence number in the order buffer
 
     def trigger(self) -> None:
         """Ask for a reconciliation soon; never blocks (called on the stream's loop)."""
@@ -211,8 +212,7 @@ class Reconciler(ProducerUnit):
         found = 0
         for order, held in zip(orders.values(), self._held(store, orders), strict=True):
             event = missed_event(order, held)
-            if event is not None:
-                self._buffer.put(Message(time.time_ns(), event, "reconciliation"))
+            if event is not None and self._hand_off(order, event):
                 found += 1
         if found:
             log.info("reconciliation recovered %d missed order update(s)", found)
@@ -220,6 +220,18 @@ class Reconciler(ProducerUnit):
         if complete:
             self.stats.last_started = started
         return found
+
+    def _hand_off(self, order: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Put ``event`` in the order buffer unless the same state still waits there from an
+        earlier pass (the broker is down: Redis cannot show it yet, and every pass would add
+        it again, growing the buffer with copies)."""
+        state = f"{order['id']}|{event['event']}|{_qty(order.get('filled_qty'))}"
+        seq = self._queued.get(state)
+        if seq is not None and self._buffer.holds(seq):
+            return False
+        self._queued = {k: v for k, v in self._queued.items() if self._buffer.holds(v)}
+        self._queued[state] = self._buffer.put(Message(time.time_ns(), event, "reconciliation"))
+        return True
 
     def _advance_watermark(self, store: redis.Redis, started: float) -> float | None:
         """The watermark to look back from, after moving it to this process's previous pass.

@@ -188,7 +188,7 @@ def make_client(
     kind: StreamKind,
     settings: Settings,
     status: StreamStatus,
-    sink: Callable[[Message], None],
+    sink: Callable[[Message], object],
     recorder: RecordingWriter | None,
 ) -> StreamClient:
     """A fresh client of ``kind`` (alpaca-py's class, wrapped in the kind's read loop)."""

@@ -26,7 +26,7 @@ from producers.health import StreamStatus
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Message], None]
+Sink = Callable[[Message], object]
 """Where a stream's messages go: its hand-off buffer's ``put`` (never blocks)."""
 
 # Alpaca error texts after which reconnecting cannot help: the producer stops (exit 3).

@@ -172,7 +172,7 @@ def test_paging_that_cannot_finish_is_an_incomplete_pass_that_keeps_the_watermar
 )
 def test_malformed_pages_and_orders_are_skipped_and_counted(reconciler, buffer, redis_client, page):
     rest = ScriptedRest([], [])
-    rest.open = page  # type: ignore[assignment]
+    rest.open = page
     found = _pass(reconciler, buffer, rest, redis_client)
     assert found == (["ok"] if isinstance(page, list) else [])
     assert reconciler.stats.skipped >= 1
@@ -198,3 +198,15 @@ def test_an_open_order_rest_no_longer_knows_is_marked_gone_and_not_looked_up_aga
     assert reconciler.stats.skipped == 1
     _pass(reconciler, buffer, rest, redis_client)  # not looked up again: no second skip
     assert reconciler.stats.skipped == 1
+
+
+def test_a_difference_still_queued_from_the_last_pass_is_not_added_again(
+    reconciler, buffer, redis_client
+):
+    rest = ScriptedRest([_order("a", "new")], [])
+    reconciler.reconcile_once(cast(TradingClient, rest), redis_client)
+    reconciler.reconcile_once(cast(TradingClient, rest), redis_client)  # broker down: queued
+    assert len(buffer) == 1
+    buffer.take(10)  # the hand-off sent it; Redis does not show it yet (the task waits)
+    reconciler.reconcile_once(cast(TradingClient, rest), redis_client)
+    assert len(buffer) == 1
