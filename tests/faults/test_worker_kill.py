@@ -167,6 +167,14 @@ def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fi
         message="reconnected and reconciled",
     )
     wait_handed_off(producer, "orders", after=time.time())
+    # The reconciliation found the fill (the hash still says new) and queued it beside the
+    # streamed one: two tasks for one state, of which the order script publishes one.
+    wait_until(
+        lambda: producer.health().get("reconciliation", {}).get("recovered", 0) >= 1,
+        20,
+        message="the reconciliation re-queued the fill",
+    )
+    wait_until(lambda: redis_client.llen(ORDERS_QUEUE) == 2, 10, message="both fills queued")
 
     worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-b", env=SHORT_VISIBILITY)
     wait_until(
