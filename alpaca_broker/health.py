@@ -74,6 +74,23 @@ def collect_producers(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     return found
 
 
+PRICE_LAG_LIMIT_S = 10.0  # price batches expire after 30 s; this much lag is falling behind
+
+
+def collect_price_lag(client: redis.Redis, keys: Keys, now_ns: int) -> dict[str, Any]:
+    """The last price batch the workers published: how long ago, and how old its events were
+    (a queue's depth says nothing on a prefork pool, which holds what it took)."""
+    raw = client.hgetall(keys.prices_published)
+    if not raw:
+        return {}
+    return {
+        "published_ago_s": round((now_ns - int(raw["at_ns"])) / 1e9, 3),
+        "oldest_age_s": round(int(raw["oldest_age_ns"]) / 1e9, 3),
+        "newest_age_s": round(int(raw["newest_age_ns"]) / 1e9, 3),
+        "events": int(raw["events"]),
+    }
+
+
 def collect_leases(
     client: redis.Redis, keys: Keys, producers: dict[str, Any], expected: str | None
 ) -> dict[str, Any]:
@@ -135,6 +152,12 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
         elif holder not in producers:
             found.append(f"lease {lease!r}: holder {holder!r} has no live heartbeat")
     found += _stale_reconciliation(producers, settings.reconcile_interval, time.time())
+    lag = report.get("price_lag") or {}
+    if lag.get("oldest_age_s", 0) > PRICE_LAG_LIMIT_S:
+        found.append(
+            f"price workers lag: the last batch published events {lag['oldest_age_s']:.1f}s "
+            f"after they were read (more price workers, or a stalled pool)"
+        )
     age = report["queues"]["oldest_unacked_age_s"]
     if age is not None and age >= NEAR_VISIBILITY * settings.visibility_timeout:
         found.append(
@@ -208,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         report["queues"] = collect_queues(client)
         keys = Keys(settings.redis_key_prefix)
         report["producers"] = collect_producers(client, keys)
+        report["price_lag"] = collect_price_lag(client, keys, time.time_ns())
         report["leases"] = collect_leases(
             client, keys, report["producers"], settings.producer_lease
         )
@@ -244,6 +268,12 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"queues: {depth}; unacked {q['unacked']}"
             + (f" (oldest {oldest}s)" if oldest is not None else "")
+        )
+    lag = report.get("price_lag")
+    if lag:
+        lines.append(
+            f"prices: last batch {lag['published_ago_s']:.1f}s ago, {lag['events']} events, "
+            f"waited {lag['newest_age_s']:.3f}-{lag['oldest_age_s']:.3f}s"
         )
     ages = report.get("last_message_age_s", {})
     for name, doc in report["producers"].items():

@@ -215,6 +215,11 @@ def _report(**overrides: Any) -> Report:
         ({"workers": {"w@h": ["prices"]}}, "no worker consumes queue 'orders'"),
         ({"redis": {"error": "Connection refused"}}, "redis unreachable: Connection refused"),
         (
+            {"price_lag": {"oldest_age_s": 12.5}},
+            "price workers lag: the last batch published events 12.5s after they were read "
+            "(more price workers, or a stalled pool)",
+        ),
+        (
             {"leases": {"feed": {"holder": None, "standbys": ["b"]}}},
             "lease 'feed': no holder (no producer holds Alpaca's connections)",
         ),
@@ -247,6 +252,7 @@ def _report(**overrides: Any) -> Report:
         "unacked-near-timeout",
         "no-worker",
         "redis",
+        "price-lag",
         "lease-without-holder",
         "lease-holder-dead",
         "reconciliation-stalled",
