@@ -1,4 +1,9 @@
-"""``alpaca-broker tail prices [SYMBOL]`` / ``tail orders``: print live events from Redis."""
+"""``alpaca-broker tail prices [SYMBOL]`` / ``tail orders`` / ``tail news``: print live events.
+
+Prices come from their pub/sub channels (``tail prices BTC/USD`` for one crypto pair, an OCC
+contract for an option); orders and news from their durable streams, so ``--from-start``
+replays them and nothing is missed while the command runs.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ def tail_prices(
             return
 
 
-def tail_orders(client: redis.Redis, keys: Keys, from_start: bool, out: TextIO, limit: int) -> None:
-    """Print order events from the durable stream (new ones, or all with ``from_start``)."""
+def tail_stream(
+    client: redis.Redis, stream: str, from_start: bool, out: TextIO, limit: int
+) -> None:
+    """Print the events of a durable stream (new ones, or all with ``from_start``)."""
     last = "0-0" if from_start else "$"
     printed = 0
     while True:
-        for _stream, entries in client.xread({keys.orders_events: last}, block=1000) or []:
+        for _stream, entries in client.xread({stream: last}, block=1000) or []:
             for entry_id, fields in entries:
                 print(fields["event"], file=out, flush=True)
                 last = entry_id
@@ -46,9 +53,11 @@ def tail_orders(client: redis.Redis, keys: Keys, from_start: bool, out: TextIO, 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``alpaca-broker tail``."""
     parser = argparse.ArgumentParser(prog="alpaca-broker tail", description=__doc__)
-    parser.add_argument("path", choices=["prices", "orders"], help="which events")
+    parser.add_argument("path", choices=["prices", "orders", "news"], help="which events")
     parser.add_argument("symbol", nargs="?", help="prices: one symbol (default: all)")
-    parser.add_argument("--from-start", action="store_true", help="orders: replay the stream first")
+    parser.add_argument(
+        "--from-start", action="store_true", help="orders, news: replay the stream first"
+    )
     parser.add_argument("-n", "--count", type=int, default=0, help="stop after N events")
     args = parser.parse_args(argv)
     try:
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.path == "prices":
             tail_prices(client, keys, args.symbol, sys.stdout, args.count)
         else:
-            tail_orders(client, keys, args.from_start, sys.stdout, args.count)
+            stream = keys.orders_events if args.path == "orders" else keys.news_events
+            tail_stream(client, stream, args.from_start, sys.stdout, args.count)
     except KeyboardInterrupt:
         pass
     except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis went away meanwhile
