@@ -42,6 +42,10 @@ class Children:
         """Take a process started elsewhere (in its own session) under the same care."""
         self.procs[name] = proc
 
+    def forget(self, name: str) -> None:
+        """Drop an exited child (before starting another under its name)."""
+        self.procs.pop(name).wait(5)
+
     def dead(self) -> list[str]:
         """The names of the children that have exited."""
         return [name for name, proc in self.procs.items() if proc.poll() is not None]

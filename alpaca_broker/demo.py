@@ -80,8 +80,19 @@ def summary(
         previous[stream] = enqueued
         parts.append(f"{stream} {state.get('state')} {rate:,.0f}/s")
     depths = " ".join(f"{q}={n}" for q, n in collect_queues(client)["depth"].items())
-    health = "producer up" if doc else "producer: no heartbeat"
+    health = f"producer {name} up" if doc else f"producer {name}: no heartbeat"
+    if doc.get("role"):
+        health += f" ({doc['role']}, lease epoch {doc.get('epoch')})"
     return f"{' | '.join(parts) or 'starting'} | queues {depths} | {health}"
+
+
+def _holder(client: redis.Redis, keys: Keys, leased: bool, default: str) -> str:
+    """The producer whose heartbeat the status line shows: the lease holder when leased."""
+    if not leased:
+        return default
+    raw = client.get(keys.lease("demo"))
+    holder: str = json.loads(raw)["holder"] if raw else default
+    return holder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--flower-port", type=int, default=5555, help="0 picks a free port")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between summaries")
+    parser.add_argument(
+        "--streams",
+        default="prices,orders",
+        help="the producer's streams, any of prices,orders,crypto,options,news",
+    )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="two producers with one lease: kill the holder to watch the standby take over",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -151,6 +172,8 @@ def _run(
         _simulator(children, env, args.rate, args.clock_speed)
         env.update(ALPACA_API_KEY=DEMO_KEY, ALPACA_SECRET_KEY=DEMO_SECRET)
         env.setdefault("ALPACA_SYMBOLS", "AAPL,MSFT,NVDA,TSLA,SPY")
+        env.setdefault("ALPACA_CRYPTO_SYMBOLS", "BTC/USD,ETH/USD")
+        env.setdefault("ALPACA_OPTION_SYMBOLS", "AAPL261218C00150000,SPY261218P00600000")
     given_auth = env.get("FLOWER_BASIC_AUTH")
     flower_auth = given_auth or f"demo:{secrets.token_urlsafe(8)}"
     flower_port = args.flower_port or free_port()
@@ -164,7 +187,13 @@ def _run(
     children.start(
         "worker-orders", [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"], env
     )
-    children.start("producer", [sys.executable, "-m", "alpaca_broker", "producer"], env)
+    producer = [sys.executable, "-m", "alpaca_broker", "producer", "--streams", args.streams]
+    names = ("primary", "standby") if args.standby else (settings.producer_name,)
+    producers: dict[str, dict[str, str]] = {}
+    for name in names:
+        lease = {"PRODUCER_LEASE": "demo"} if args.standby else {}
+        producers[f"producer-{name}"] = {**env, "PRODUCER_NAME": name, **lease}
+        children.start(f"producer-{name}", producer, producers[f"producer-{name}"])
     children.start(
         "flower",
         [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"],
@@ -177,18 +206,28 @@ def _run(
     print(f"Source:    {'simulator ' + env['ALPACA_DATA_STREAM_URL'] if use_sim else 'Alpaca'}")
     print(f"Logs:      {work}")
     print(f"Watch:     {tail_command(redis_url)}", flush=True)
+    if args.standby:
+        pids = ", ".join(f"{n} pid {children.procs[f'producer-{n}'].pid}" for n in names)
+        print(f"Standby:   {pids}; kill -9 the holder to watch the other take over", flush=True)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
     last = time.monotonic()
     while not stopped():
         time.sleep(0.2)
-        if children.dead():
-            print(f"\nstopped: {', '.join(children.dead())} exited (logs in {work})", flush=True)
+        dead = children.dead()
+        if args.standby and dead and all(name in producers for name in dead):
+            for name in dead:  # one of the set was killed: back as a standby, the set stays two
+                print(f"\n{name} exited; starting it again as a standby", flush=True)
+                children.forget(name)
+                children.start(name, producer, producers[name])
+        elif dead:
+            print(f"\nstopped: {', '.join(dead)} exited (logs in {work})", flush=True)
             return 1
         now = time.monotonic()
         if now - last >= args.interval:
             try:
-                line = summary(client, keys, settings.producer_name, previous, now - last)
+                line = summary(client, keys, _holder(client, keys, args.standby, names[0]),
+                               previous, now - last)  # fmt: skip
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 unreachable("demo", redis_url, exc)
             last = now

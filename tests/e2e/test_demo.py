@@ -112,3 +112,46 @@ def _connections(proc: psutil.Process) -> list[Any]:
 
 def test_demo_target_exists_in_the_makefile() -> None:
     assert "alpaca-broker demo" in (REPO / "Makefile").read_text()
+
+
+def test_demo_with_a_standby_and_every_stream_shows_a_takeover(tmp_path: Path) -> None:
+    env = process_env("", FLOWER_BASIC_AUTH="demo:demo-pass")
+    del env["REDIS_URL"]
+    out_path = tmp_path / "demo.out"
+    argv = [
+        sys.executable, "-m", "alpaca_broker", "demo", "--flower-port", "0", "--interval", "1",
+        "--standby", "--streams", "prices,orders,crypto,options,news", "--rate", "50",
+    ]  # fmt: skip
+    with out_path.open("w+") as out:
+        demo = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "Standby:" in out_path.read_text(), 30, message="start-up lines")
+        text = out_path.read_text()
+        url = next(line.split()[1] for line in text.splitlines() if line.startswith("Redis:"))
+        client = redis.Redis.from_url(url, decode_responses=True)
+        wait_until(lambda: client.get(KEYS.lease("demo")), 30, message="a lease holder")
+        wait_until(lambda: client.hgetall(KEYS.latest("BTC/USD")), 60, message=out_path.read_text())
+        wait_until(lambda: client.xlen(KEYS.news_events) > 0, 90, message="news")
+        lease = json.loads(client.get(KEYS.lease("demo")) or "{}")
+        pids = dict(
+            (name, int(pid))
+            for name, pid in (
+                part.strip().split(" pid ")
+                for part in text.split("Standby:")[1].split(";")[0].split(",")
+            )
+        )
+        os.kill(pids[lease["holder"]], signal.SIGKILL)
+        wait_until(
+            lambda: (
+                json.loads(client.get(KEYS.lease("demo")) or "{}").get("epoch", 0) > lease["epoch"]
+            ),
+            30,
+            message="the standby took the lease",
+        )
+        other = next(name for name in pids if name != lease["holder"])
+        wait_until(lambda: f"producer {other} up (active" in out_path.read_text(), 30)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(40)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
