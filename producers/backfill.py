@@ -1,4 +1,4 @@
-"""Bar backfill: after every (re)connect of the stock stream, fetch the minutes it missed.
+"""Bar backfill: after every (re)connect of a bar stream, fetch the minutes it missed.
 
 Alpaca replays nothing after a gap. The stream's ``on_connected`` records the connect time
 and wakes :class:`Backfiller`, a unit in its own thread (the read loop never waits), which
@@ -20,14 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from alpaca.data.enums import DataFeed
-from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
-from alpaca.data.timeframe import TimeFrame
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
-from producers.clients import stocks
 from producers.handoff import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
 from tasks.timestamps import parse_rfc3339
@@ -71,6 +66,19 @@ def stream_bar(symbol: str, bar: Mapping[str, Any]) -> dict[str, Any]:
     return raw
 
 
+@dataclass(frozen=True)
+class BarSource:
+    """Where a stream kind's missed minute bars come from (its client module supplies one)."""
+
+    make_client: Callable[[Settings], Any]
+    """alpaca-py's historical client for the kind, ``raw_data=True``, at ALPACA_DATA_API_URL."""
+    fetch: Callable[[Any, Settings, list[str], datetime, datetime], Any]
+    """One request for ``symbols``' minute bars from start to end (alpaca-py pages itself):
+    ``{"SYMBOL": [{"t", "o", "h", "l", "c", "v", "n", "vw"}, ...]}``."""
+    symbols: Callable[[Settings], list[str]]
+    """The symbols subscribed to bars (``*`` for all)."""
+
+
 def _rfc3339(ns: int) -> datetime:
     return datetime.fromtimestamp(ns // 1_000_000_000, UTC)
 
@@ -107,13 +115,18 @@ class BackfillState:
 
 
 class Backfiller(ProducerUnit):
-    """Fetches the bars a gap hid and hands them to the price buffer; retries with backoff."""
-
-    name = "prices.backfill"
+    """Fetches the bars a gap hid and hands them to the stream's buffer; retries with backoff."""
 
     def __init__(
-        self, settings: Settings, buffer: EventBuffer[Message], state: BackfillState
+        self,
+        name: str,
+        source: BarSource,
+        settings: Settings,
+        buffer: EventBuffer[Message],
+        state: BackfillState,
     ) -> None:
+        self.name = name
+        self._source = source
         self._settings = settings
         self._buffer = buffer
         self._state = state
@@ -122,10 +135,7 @@ class Backfiller(ProducerUnit):
         self._backoff = Backoff(1.0, 30.0)
 
     def run(self) -> None:
-        key, secret = self._settings.credentials()
-        rest = StockHistoricalDataClient(
-            key, secret, raw_data=True, url_override=self._settings.data_api_url
-        )
+        rest = self._source.make_client(self._settings)
         store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
         stats = self._state.stats
         failures = 0
@@ -154,9 +164,7 @@ class Backfiller(ProducerUnit):
         finally:
             store.close()
 
-    def backfill_once(
-        self, rest: StockHistoricalDataClient, store: redis.Redis, connected_ns: int
-    ) -> int:
+    def backfill_once(self, rest: Any, store: redis.Redis, connected_ns: int) -> int:
         """Fetch and hand off every symbol's gap before ``connected_ns``; returns the bars."""
         symbols = self._symbols(store)
         windows = {
@@ -167,14 +175,9 @@ class Backfiller(ProducerUnit):
         }
         total = 0
         for (first, last), group in group_windows(windows).items():
-            request = StockBarsRequest(
-                symbol_or_symbols=group,
-                timeframe=TimeFrame.Minute,
-                start=_rfc3339(first),
-                end=_rfc3339(last),
-                feed=DataFeed(self._settings.alpaca_feed),
+            answer = self._source.fetch(
+                rest, self._settings, group, _rfc3339(first), _rfc3339(last)
             )
-            answer = rest.get_stock_bars(request)
             total += self._hand_off(answer if isinstance(answer, Mapping) else {}, first, last)
         if total:
             log.info("backfilled %d bar(s) for %d symbol(s)", total, len(symbols))
@@ -203,7 +206,7 @@ class Backfiller(ProducerUnit):
 
     def _symbols(self, store: redis.Redis) -> list[str]:
         """The bar-subscribed symbols; with ``*``, those that already have history."""
-        subscribed = stocks.subscription(self._settings).get("bars", [])
+        subscribed = self._source.symbols(self._settings)
         if "*" not in subscribed:
             return list(dict.fromkeys(subscribed))
         return held_symbols(self._keys, store.scan_iter(match=self._keys.bars_pattern, count=1000))

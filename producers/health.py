@@ -49,6 +49,8 @@ class StreamStatus:
     last_message_at: float | None = None
     since: float = field(default_factory=time.time)
     buffered: Callable[[], int] = lambda: 0
+    details: Callable[[], dict[str, Any]] = dict
+    """More of the stream's state (its bar backfills), merged into its snapshot."""
 
     def set_state(self, state: StreamState) -> None:
         """Move to ``state`` and log the transition once."""
@@ -68,6 +70,7 @@ class StreamStatus:
             "reconnects": self.reconnects,
             "malformed": self.malformed,
             "buffered": self.buffered(),
+            **self.details(),
         }
 
 

@@ -41,9 +41,6 @@ def producer_view(
         stats = [s.reconciliation for s in running if s.reconciliation is not None]
         if stats:
             doc["reconciliation"] = stats[0].snapshot()
-        backfills = [s.backfill for s in running if s.backfill is not None]
-        if backfills:
-            doc["backfill"] = backfills[0].snapshot()
         if lease is not None:
             doc.update(role=lease.role, lease=lease.lease, epoch=lease.epoch)
         return doc

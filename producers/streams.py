@@ -32,7 +32,7 @@ from alpaca_broker.schema import (
     REQUIRED_KEYS,
 )
 from alpaca_broker.settings import Settings
-from producers.backfill import Backfiller, BackfillState, BackfillStats
+from producers.backfill import Backfiller, BackfillState, BarSource
 from producers.clients import crypto, news, options, stocks
 from producers.clients.market import MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
@@ -88,8 +88,8 @@ class StreamKind:
     """Raises ConfigError (exit 2) when the kind's settings cannot work."""
     time_keys: tuple[str, ...] = ("t",)
     """Raw keys holding msgpack Timestamps, sent to the workers as int ns."""
-    backfill: bool = False
-    """Whether minute bars missed by a gap are fetched from REST after every (re)connect."""
+    backfill: BarSource | None = None
+    """Where minute bars a gap hid are fetched from after every (re)connect (None: never)."""
 
 
 def _market(
@@ -124,7 +124,7 @@ STREAMS: dict[str, StreamKind] = {
         REQUIRED_KEYS,
         stocks.subscription,
         record_as="data",
-        backfill=True,
+        backfill=stocks.BARS,
     ),
     "orders": StreamKind(
         name="orders",
@@ -151,6 +151,7 @@ STREAMS: dict[str, StreamKind] = {
         CRYPTO_REQUIRED_KEYS,
         crypto.subscription,
         check=crypto.check,
+        backfill=crypto.BARS,
     ),
     "options": _market(
         "options",
@@ -220,7 +221,6 @@ class Stream:
     buffer: EventBuffer[Message]
     units: dict[str, UnitFactory]
     reconciliation: ReconcileStats | None = None
-    backfill: BackfillStats | None = None
 
     @property
     def gated(self) -> tuple[str, ...]:
@@ -255,6 +255,8 @@ def build_stream(
     wake = threading.Event()
     stats = ReconcileStats() if kind.reconcile else None
     backfill = BackfillState(settings.market_now_ns) if kind.backfill else None
+    if backfill is not None:  # the health key shows the stream's backfills beside its counters
+        status.details = lambda: {"backfill": backfill.stats.snapshot()}
     on_connected = wake.set if kind.reconcile else backfill.trigger if backfill else None
     handoff = f"{kind.name}.handoff"
     units: dict[str, UnitFactory] = {
@@ -269,9 +271,10 @@ def build_stream(
     }
     if stats is not None:
         units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats)
-    if backfill is not None:
-        units[Backfiller.name] = lambda: Backfiller(settings, buffer, backfill)
-    return Stream(kind, status, buffer, units, stats, backfill.stats if backfill else None)
+    if backfill is not None and kind.backfill is not None:
+        source, unit = kind.backfill, f"{kind.name}.backfill"
+        units[unit] = lambda: Backfiller(unit, source, settings, buffer, backfill)
+    return Stream(kind, status, buffer, units, stats)
 
 
 def build_streams(settings: Settings, names: tuple[str, ...], app: Celery) -> list[Stream]:

@@ -13,6 +13,7 @@ import redis
 from alpaca_broker.keys import Keys
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
+from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.slow
@@ -102,9 +103,8 @@ def test_an_outage_is_backfilled_once_and_a_fresh_start_fetches_the_window(
         e["ts_ns"] // 1_000_000 for e in listener.drain() if e["type"] == "bar"
     )
     assert all(bars_published[s] == 1 for s, _ in rows), bars_published
-    health = producer.health()
-    assert health["backfill"]["runs"] >= 2
-    assert health["backfill"]["failures"] == 0
+    assert _backfill(producer)["runs"] >= 2
+    assert _backfill(producer)["failures"] == 0
 
 
 def test_rest_errors_during_backfill_are_retried_and_nothing_is_duplicated(
@@ -126,13 +126,72 @@ def test_rest_errors_during_backfill_are_retried_and_nothing_is_duplicated(
         20,
     )
     assert streamed  # the stream flows while the backfill fails
-    wait_until(lambda: producer.health().get("backfill", {}).get("runs", 0) >= 1, 60)
+    wait_until(lambda: _backfill(producer).get("runs", 0) >= 1, 60)
     statuses = [r.status for r in sim.bars_requests()]
     assert 500 in statuses
     assert statuses[-1] == 200
-    assert producer.health()["backfill"]["failures"] >= 1
+    assert _backfill(producer)["failures"] >= 1
     wait_until(lambda: len(history(redis_client)) >= FRESH_MINUTES + 2, 30)
     rows = history(redis_client)
     assert contiguous(rows)
     published = Counter(e["ts_ns"] // 1_000_000 for e in listener.drain() if e["type"] == "bar")
     assert all(published[s] == 1 for s, _ in rows), published
+
+
+def _backfill(producer: ProducerProcess, stream: str = "prices") -> dict[str, Any]:
+    """A stream's backfill counters in the producer's health key (empty before)."""
+    backfill: dict[str, Any] = (
+        producer.health().get("streams", {}).get(stream, {}).get("backfill", {})
+    )
+    return backfill
+
+
+def test_a_producer_restarted_after_a_pause_fills_the_pause(
+    fast_sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    worker_factory: Any,
+    producer_factory: Any,
+) -> None:
+    sim = fast_sim
+    worker_factory(redis_url, queues="prices")
+    first = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    first.wait_connected("prices")
+    wait_until(lambda: len(history(redis_client)) >= FRESH_MINUTES + 2, 30)
+    first.stop()
+    paused_from = sim.market_now_ns()
+    wait_until(lambda: sim.market_now_ns() > paused_from + 5 * 60 * 10**9, 20)
+    held = history(redis_client)[-1][0]
+    sim.clear_bars_requests()
+    second = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    second.wait_connected("prices")
+    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 30)
+    gap = minutes_of(sim.bars_requests()[0])
+    assert gap[0] == held + MINUTE_MS
+    assert len(gap) >= 4
+    wait_until(lambda: history(redis_client)[-1][0] > gap[-1] + MINUTE_MS, 30)
+    rows = history(redis_client)
+    assert contiguous(rows)
+    assert {s for s, e in rows if e["source"] == "backfill" and s > held} == set(gap)
+
+
+def test_a_fresh_crypto_start_fetches_its_window_from_the_crypto_bars_api(
+    fast_sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    worker_factory: Any,
+    producer_factory: Any,
+) -> None:
+    sim, pair = fast_sim, "BTC/USD"
+    worker_factory(redis_url, queues="prices")
+    crypto = {"ALPACA_CRYPTO_SYMBOLS": pair, "ALPACA_CRYPTO_CHANNELS": "trades,bars"}
+    producer = producer_factory(redis_url, sim, streams="crypto", **env(sim), **crypto)
+    producer.wait_connected("crypto")
+    wait_until(lambda: _backfill(producer, "crypto").get("runs", 0) >= 1, 30)
+    request = next(r for r in sim.bars_requests() if r.status == 200)
+    assert request.path == "/v1beta3/crypto/us/bars"
+    assert len(minutes_of(request)) == FRESH_MINUTES
+    wait_until(lambda: redis_client.zcard(KEYS.bars(pair)) >= FRESH_MINUTES + 1, 30)
+    events = [json.loads(row) for row in redis_client.zrange(KEYS.bars(pair), 0, -1)]
+    assert {e["asset_class"] for e in events} == {"crypto"}
+    assert sum(e["source"] == "backfill" for e in events) == FRESH_MINUTES
