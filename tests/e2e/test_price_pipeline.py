@@ -23,6 +23,8 @@ SYMBOL = "AAPL"
 PRICE_ENV = {
     "ALPACA_SYMBOLS": SYMBOL,
     "ALPACA_DATA_CHANNELS": "trades,quotes,bars,updated_bars,daily_bars,statuses,lulds",
+    # These tests count what the stream sends; bar backfill has its own (test_bar_backfill).
+    "BAR_BACKFILL_MINUTES": "0",
 }
 
 

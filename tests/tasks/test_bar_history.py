@@ -31,7 +31,7 @@ def publisher(redis_url: str) -> Iterator[Publisher]:
 
 
 def event(raw: dict[str, Any], received: int = RECEIVED, source: str = "stream") -> PriceEvent:
-    return prepare_price(raw, received, source)
+    return prepare_price(raw, received, source=source)
 
 
 def history(client: redis.Redis, symbol: str) -> list[tuple[dict[str, Any], float]]:

@@ -14,6 +14,7 @@ from alpaca_broker.bars import since_ms, without_password
 from alpaca_broker.keys import Keys
 from tasks.price_events import prepare_price
 from tasks.publisher import Publisher
+from tasks.timestamps import format_ns
 from tests.tasks.payloads import bar
 
 MINUTE_NS = 60_000_000_000
@@ -52,8 +53,9 @@ def test_bars_prints_the_history_since(redis_url: str) -> None:
     assert [json.loads(line)["close"] for line in everything.stdout.splitlines()] == [
         4.0, 3.0, 2.0, 1.0, 0.0
     ]  # fmt: skip
-    recent = run_cli({"REDIS_URL": redis_url}, "SPY", "--since", "3m")
-    assert len(recent.stdout.splitlines()) in (3, 4)
+    since = format_ns(now - 2 * MINUTE_NS)  # absolute: no race with the minute turning
+    recent = run_cli({"REDIS_URL": redis_url}, "SPY", "--since", since)
+    assert [json.loads(line)["close"] for line in recent.stdout.splitlines()] == [2.0, 1.0, 0.0]
 
 
 def test_unreachable_redis_is_one_line_naming_the_url() -> None:
