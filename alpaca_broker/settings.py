@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     record_file: Path | None = Field(None, validation_alias=_env("ALPACA_RECORD_FILE"))
     metrics_port: int | None = Field(None, validation_alias=_env("METRICS_PORT"), ge=0, le=65535)
     metrics_host: str = Field("127.0.0.1", validation_alias=_env("METRICS_HOST"))
+    worker_metrics_port: int | None = Field(
+        None, validation_alias=_env("WORKER_METRICS_PORT"), ge=0, le=65535
+    )
     health_interval: float = Field(5.0, validation_alias=_env("HEALTH_INTERVAL"), gt=0)
     reconcile_interval: float = Field(60.0, validation_alias=_env("RECONCILE_INTERVAL"), gt=0)
     orders_stream_maxlen: int = Field(

@@ -18,7 +18,7 @@ from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import Settings, load_settings
 from celery_app import broker
 
-TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders", "tasks.news")
+TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders", "tasks.news", "tasks.metrics")
 
 # Orders must never be lost: ack after the task returns, requeue when the pool child dies,
 # and retry passing Redis faults forever (with backoff). Prices are many and superseded

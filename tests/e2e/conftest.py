@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from simulator.api import Simulator
+from tests.harness.event_check import EventWatcher, event_validator, invalid_events
 from tests.harness.producer import ProducerProcess
 
 
@@ -38,3 +39,16 @@ def producer_factory(tmp_path: Path) -> Iterator[Callable[..., ProducerProcess]]
     yield factory
     for producer in started:
         producer.stop()
+
+
+@pytest.fixture(autouse=True)
+def events_match_their_schemas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every event a test's pipeline publishes (channels) or keeps (hashes, streams, bar
+    histories) on the test's ``redis_url`` validates against the shipped JSON Schemas."""
+    if "redis_url" not in request.fixturenames:
+        yield
+        return
+    watcher = EventWatcher(request.getfixturevalue("redis_url"))
+    yield
+    problems = invalid_events(event_validator(), watcher.stop())
+    assert not problems, "events that break their JSON Schema:\n" + "\n".join(problems[:20])

@@ -1,0 +1,145 @@
+"""The asyncio twin of :class:`alpaca_broker.client.BrokerClient` (``redis.asyncio``).
+
+>>> client = AsyncBrokerClient.from_url("redis://localhost:6379/0")
+>>> async for item in client.market_events(["SPY"]):
+...     ...  # a typed event, or a Gap where the subscription was lost and made again
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from alpaca_broker.client import (
+    READ_COUNT,
+    Gap,
+    Reconnects,
+    StreamEntry,
+    Time,
+    backoff,
+    bar_range,
+    channels_for,
+    parse,
+)
+from alpaca_broker.events import BarEvent, Event, MarketEvent, NewsEvent, OrderUpdateEvent
+from alpaca_broker.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class AsyncBrokerClient:
+    """Reads what the workers publish under one key prefix, with asyncio."""
+
+    def __init__(self, redis_client: aioredis.Redis, prefix: str = "alpaca") -> None:
+        self.redis = redis_client
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "alpaca", **options: Any) -> AsyncBrokerClient:
+        return cls(aioredis.Redis.from_url(url, **options), prefix)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def latest(self, symbol: str) -> dict[str, MarketEvent]:
+        """The newest event of each type held for ``symbol``."""
+        held = await self.redis.hgetall(self.keys.latest(symbol))
+        return {_text(kind): parse(raw) for kind, raw in held.items()}  # type: ignore[misc]
+
+    async def bars(self, symbol: str, start: Time, end: Time) -> list[BarEvent]:
+        """The minute bars of ``symbol`` starting in [start, end), oldest first."""
+        low, high = bar_range(start, end)
+        rows = await self.redis.zrange(self.keys.bars(symbol), low, high, byscore=True)
+        return [parse(raw) for raw in rows]  # type: ignore[misc]
+
+    async def market_events(
+        self, symbols: Iterable[str] | None = None, *, poll: float = 1.0
+    ) -> AsyncIterator[MarketEvent | Gap]:
+        """Live market events of ``symbols`` (all when None), with :class:`Gap` markers."""
+        channels, patterns = channels_for(self.keys, symbols)
+        async for item in self._live(channels, patterns, poll):
+            yield item  # type: ignore[misc]
+
+    async def live_news(self, *, poll: float = 1.0) -> AsyncIterator[NewsEvent | Gap]:
+        """News events as they are published on ``P:news``, with :class:`Gap` markers."""
+        async for item in self._live([self.keys.news_channel], [], poll):
+            yield item  # type: ignore[misc]
+
+    async def order_events(
+        self, after: str = "0-0", *, block_ms: int = 1000
+    ) -> AsyncIterator[StreamEntry[OrderUpdateEvent]]:
+        """Order events after stream ID ``after``, blocking for more, forever (``"$"``: those
+        added after the iteration starts)."""
+        async for entry in self._stream(self.keys.orders_events, after, block_ms):
+            yield entry  # type: ignore[misc]
+
+    async def news(
+        self, after: str = "0-0", *, block_ms: int = 1000
+    ) -> AsyncIterator[StreamEntry[NewsEvent]]:
+        """News events of ``P:news:events`` after stream ID ``after``, blocking, forever."""
+        async for entry in self._stream(self.keys.news_events, after, block_ms):
+            yield entry  # type: ignore[misc]
+
+    async def _stream(
+        self, key: str, after: str, block_ms: int
+    ) -> AsyncIterator[StreamEntry[Event]]:
+        last, failures = after, 0
+        while True:
+            try:
+                if last == "$":
+                    newest = await self.redis.xrevrange(key, count=1)
+                    last = _text(newest[0][0]) if newest else "0-0"
+                reply = await self.redis.xread({key: last}, count=READ_COUNT, block=block_ms)
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                log.warning("reading %s failed (%s); retrying from %s", key, exc, last)
+                await asyncio.sleep(backoff(failures))
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    yield StreamEntry(last, parse(fields.get(b"event", fields.get("event"))))
+
+    async def _live(
+        self, channels: list[str], patterns: list[str], poll: float
+    ) -> AsyncIterator[Event | Gap]:
+        lost: tuple[str, float] | None = None
+        attempt = 0
+        while True:
+            await asyncio.sleep(backoff(attempt))
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            reconnects = Reconnects()
+            try:
+                if channels:
+                    await pubsub.subscribe(*channels)
+                if patterns:
+                    await pubsub.psubscribe(*patterns)
+                pubsub.connection.register_connect_callback(reconnects.note)
+                attempt = 0
+                if lost is not None:
+                    yield Gap(lost[0], lost[1], time.time())
+                    lost = None
+                while True:
+                    message = await pubsub.get_message(timeout=poll)
+                    if (gap := reconnects.take()) is not None:
+                        yield gap
+                    if message is not None and message["type"] in ("message", "pmessage"):
+                        yield parse(message["data"])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("subscription lost (%s); subscribing again", exc)
+                if lost is None:
+                    lost = (str(exc) or type(exc).__name__, time.time())
+                attempt += 1
+            finally:
+                await pubsub.aclose()

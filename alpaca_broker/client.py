@@ -1,0 +1,221 @@
+"""A typed consumer of alpaca-broker's Redis outputs (synchronous; see ``aioclient`` for asyncio).
+
+>>> client = BrokerClient.from_url("redis://localhost:6379/0")
+>>> client.latest("SPY")["trade"]["price"]
+>>> for item in client.market_events(["SPY"]):
+...     if isinstance(item, Gap): ...  # Redis dropped us: events were missed
+...     else: print(item["type"], item["symbol"])
+
+Live channels (``P:prices:*``, ``P:news``) are resubscribed by themselves after Redis drops
+the connection (a slow subscriber is disconnected at its output-buffer limit) and a
+:class:`Gap` is yielded in the events' place. Streams (``P:orders:events``,
+``P:news:events``) are read with ``XREAD BLOCK`` from an ID, so a consumer that keeps the
+last :attr:`StreamEntry.id` it handled resumes exactly there after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Generic, TypeVar
+
+import redis
+
+from alpaca_broker.events import BarEvent, Event, MarketEvent, NewsEvent, OrderUpdateEvent
+from alpaca_broker.events import parse_event as _parse
+from alpaca_broker.keys import Keys
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+MAX_BACKOFF: Final = 5.0
+"""Longest wait (seconds) between attempts to reach Redis again."""
+READ_COUNT: Final = 500
+"""Stream entries read per ``XREAD``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events may have been missed on a live channel: the subscription was lost at ``lost_at``
+    and back at ``resumed_at`` (epoch seconds); ``reason`` is what Redis or the socket said."""
+
+    reason: str
+    lost_at: float
+    resumed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry(Generic[E]):
+    """One stream entry: ``id`` is what to pass as ``after`` to resume past it."""
+
+    id: str
+    event: E
+
+
+Time = datetime | int
+"""A bar window bound: an aware ``datetime`` or epoch milliseconds."""
+
+
+def to_ms(value: Time) -> int:
+    """Epoch milliseconds of ``value`` (a naive datetime is refused: bars are UTC)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime is ambiguous: give tzinfo (bars are UTC)")
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def bar_range(start: Time, end: Time) -> tuple[int, str]:
+    """The ``ZRANGE BYSCORE`` bounds of the half-open window [start, end)."""
+    return to_ms(start), f"({to_ms(end)}"
+
+
+def channels_for(keys: Keys, symbols: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """(channels, patterns) to subscribe to for ``symbols``, or every symbol when None."""
+    if symbols is None:
+        return [], [keys.prices_pattern]
+    return [keys.prices(s) for s in symbols], []
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse(raw: Any) -> Event:
+    """A published event (bytes or text) in its typed form."""
+    return _parse(raw)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0, 0.1, 0.2, 0.4, ... 5)."""
+    return 0.0 if attempt == 0 else min(MAX_BACKOFF, 0.1 * 2 ** (attempt - 1))
+
+
+class Reconnects:
+    """A pubsub connection's connect callback (redis-py holds it weakly: keep this object):
+    the time of each reconnection redis-py made by itself, resubscribing as it did."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def note(self, _connection: Any) -> None:
+        self.times.append(time.time())
+
+    def take(self) -> Gap | None:
+        """A Gap for the reconnections noted since the last call, if any."""
+        if not self.times:
+            return None
+        at = self.times[-1]
+        self.times.clear()
+        return Gap("reconnected", at, at)
+
+
+class BrokerClient:
+    """Reads what the workers publish under one key prefix (``REDIS_KEY_PREFIX``)."""
+
+    def __init__(self, redis_client: redis.Redis, prefix: str = "alpaca") -> None:
+        self.redis = redis_client
+        self.keys = Keys(prefix)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "alpaca", **options: Any) -> BrokerClient:
+        """A client of the Redis at ``url`` (``redis.Redis.from_url`` ``options``)."""
+        return cls(redis.Redis.from_url(url, **options), prefix)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def latest(self, symbol: str) -> dict[str, MarketEvent]:
+        """The newest event of each type held for ``symbol`` (``P:latest:{SYMBOL}``)."""
+        held = self.redis.hgetall(self.keys.latest(symbol))
+        return {_text(kind): parse(raw) for kind, raw in held.items()}  # type: ignore[misc]
+
+    def bars(self, symbol: str, start: Time, end: Time) -> list[BarEvent]:
+        """The minute bars of ``symbol`` starting in [start, end), oldest first."""
+        low, high = bar_range(start, end)
+        rows = self.redis.zrange(self.keys.bars(symbol), low, high, byscore=True)
+        return [parse(raw) for raw in rows]  # type: ignore[misc]
+
+    def market_events(
+        self, symbols: Iterable[str] | None = None, *, poll: float = 1.0
+    ) -> Iterator[MarketEvent | Gap]:
+        """Live market events of ``symbols`` (all symbols when None), forever; a :class:`Gap`
+        wherever the subscription was lost and had to be made again."""
+        channels, patterns = channels_for(self.keys, symbols)
+        yield from self._live(channels, patterns, poll)  # type: ignore[misc]
+
+    def live_news(self, *, poll: float = 1.0) -> Iterator[NewsEvent | Gap]:
+        """News events as they are published on ``P:news``, with :class:`Gap` markers."""
+        yield from self._live([self.keys.news_channel], [], poll)  # type: ignore[misc]
+
+    def order_events(
+        self, after: str = "0-0", *, block_ms: int = 1000
+    ) -> Iterator[StreamEntry[OrderUpdateEvent]]:
+        """Order events of ``P:orders:events`` after stream ID ``after`` (``"0-0"``: from the
+        start, ``"$"``: only those added after this call), blocking for more, forever."""
+        key = self.keys.orders_events
+        return self._stream(key, self._resolve(key, after), block_ms)  # type: ignore[return-value]
+
+    def news(self, after: str = "0-0", *, block_ms: int = 1000) -> Iterator[StreamEntry[NewsEvent]]:
+        """News events of ``P:news:events`` after stream ID ``after``, blocking, forever."""
+        key = self.keys.news_events
+        return self._stream(key, self._resolve(key, after), block_ms)  # type: ignore[return-value]
+
+    def _resolve(self, key: str, after: str) -> str:
+        """``after``, with ``"$"`` made the stream's newest ID now (nothing is skipped later)."""
+        if after != "$":
+            return after
+        newest = self.redis.xrevrange(key, count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    def _stream(self, key: str, after: str, block_ms: int) -> Iterator[StreamEntry[Event]]:
+        last, failures = after, 0
+        while True:
+            try:
+                reply = self.redis.xread({key: last}, count=READ_COUNT, block=block_ms)
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                log.warning("reading %s failed (%s); retrying from %s", key, exc, last)
+                time.sleep(backoff(failures))
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    event = fields.get(b"event", fields.get("event"))
+                    yield StreamEntry(last, parse(event))
+
+    def _live(self, channels: list[str], patterns: list[str], poll: float) -> Iterator[Event | Gap]:
+        lost: tuple[str, float] | None = None
+        attempt = 0
+        while True:
+            time.sleep(backoff(attempt))
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            reconnects = Reconnects()
+            try:
+                if channels:
+                    pubsub.subscribe(*channels)
+                if patterns:
+                    pubsub.psubscribe(*patterns)
+                # redis-py reconnects and resubscribes a pubsub by itself: note each time.
+                pubsub.connection.register_connect_callback(reconnects.note)
+                attempt = 0
+                if lost is not None:
+                    yield Gap(lost[0], lost[1], time.time())
+                    lost = None
+                while True:
+                    message = pubsub.get_message(timeout=poll)
+                    if (gap := reconnects.take()) is not None:
+                        yield gap
+                    if message is not None and message["type"] in ("message", "pmessage"):
+                        yield parse(message["data"])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("subscription lost (%s); subscribing again", exc)
+                if lost is None:
+                    lost = (str(exc) or type(exc).__name__, time.time())
+                attempt += 1
+            finally:
+                pubsub.close()
