@@ -28,6 +28,7 @@ from alpaca_broker.children import Children
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health import collect_queues
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.redis_server import RedisServer, free_port, masked, require_redis, unreachable
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 from simulator import launcher
@@ -177,7 +178,7 @@ def _run(
     print(f"Source:    {'simulator ' + env['ALPACA_DATA_STREAM_URL'] if use_sim else 'Alpaca'}")
     print(f"Logs:      {work}")
     print(f"Watch:     {tail_command(redis_url)}", flush=True)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect(settings.model_copy(update={"redis_url": redis_url}), decode_responses=True)
     keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
     last = time.monotonic()
     while not stopped():

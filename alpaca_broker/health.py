@@ -12,6 +12,7 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import QUEUES, Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.redis_server import masked
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
@@ -199,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_on_config_error(exc)
     from celery_app import app
 
-    client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3
-    )
+    client = connect(settings, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
     try:
         report["redis"] = collect_redis(client)

@@ -10,7 +10,8 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import Keys
-from alpaca_broker.redis_server import require_redis, unreachable
+from alpaca_broker.redis_client import connect, require
+from alpaca_broker.redis_server import unreachable
 from alpaca_broker.settings import exit_on_config_error, load_settings
 
 
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    require_redis("tail", settings.redis_url)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    require("tail", settings)
+    client = connect(settings, decode_responses=True)
     keys = Keys(settings.redis_key_prefix)
     try:
         if args.path == "prices":

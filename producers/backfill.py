@@ -26,6 +26,7 @@ from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.clients import stocks
 from producers.handoff import EventBuffer, Message
@@ -126,7 +127,7 @@ class Backfiller(ProducerUnit):
         rest = StockHistoricalDataClient(
             key, secret, raw_data=True, url_override=self._settings.data_api_url
         )
-        store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
+        store = connect(self._settings, decode_responses=True)
         stats = self._state.stats
         failures = 0
         try:

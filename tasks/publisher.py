@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import redis
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings, load_settings
 from tasks.bar_history import BarHistory
 from tasks.order_events import OrderEvent
@@ -119,8 +120,8 @@ class Publisher:
 
 def create_publisher(settings: Settings) -> Publisher:
     """A publisher with its own client for ``settings.redis_url``."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
+    client = connect(
+        settings,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
