@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,7 +18,8 @@ from tests.foundation.test_settings import _run
 
 
 def _settings(**env: str) -> Settings:
-    return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+    values: dict[str, Any] = {"_env_file": None, **env}
+    return Settings(**values)
 
 
 @pytest.fixture(autouse=True)
