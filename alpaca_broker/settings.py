@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         "default", validation_alias=_env("PRODUCER_NAME"), pattern=r"^[A-Za-z0-9_.-]+$"
     )
     shutdown_timeout: float = Field(10.0, validation_alias=_env("SHUTDOWN_TIMEOUT"), gt=0)
-    visibility_timeout: int = Field(300, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
+    visibility_timeout: int = Field(20, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
     price_batch_size: int = Field(500, validation_alias=_env("PRICE_BATCH_SIZE"), ge=1, le=5000)
     price_batch_ms: float = Field(10.0, validation_alias=_env("PRICE_BATCH_MS"), gt=0)
     price_buffer_size: int = Field(100_000, validation_alias=_env("PRICE_BUFFER_SIZE"), ge=1000)
@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(60.0, validation_alias=_env("RECONCILE_INTERVAL"), gt=0)
     orders_stream_maxlen: int = Field(
         1_000_000, validation_alias=_env("ORDERS_STREAM_MAXLEN"), ge=1000
+    )
+    order_replica_wait_ms: int = Field(
+        1000, validation_alias=_env("ORDER_REPLICA_WAIT_MS"), ge=0, le=60_000
     )
     order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
     bar_history_days: float = Field(7, validation_alias=_env("BAR_HISTORY_DAYS"), gt=0, le=3650)

@@ -84,9 +84,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # reconnect forever; the default gives up after 100
         "broker_transport_options": {
-            # Unacked order tasks of a dead worker come back after this many seconds.
+            # Unacked order tasks of a dead worker come back after this many seconds (plus
+            # at most one restore interval): 25 s with the defaults (docs/reliability.md).
             "visibility_timeout": vt,
-            "unacked_restore_interval": max(1, min(10, vt // 3)),
+            "unacked_restore_interval": max(1, min(10, vt // 4)),
             "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
