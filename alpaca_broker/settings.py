@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         (), validation_alias=_env("REDIS_SENTINELS")
     )
     redis_sentinel_master: str | None = Field(
-        None, validation_alias=_env("REDIS_SENTINEL_MASTER"), pattern=r"^[A-Za-z0-9_.-]+$"
+        None, validation_alias=_env("REDIS_SENTINEL_MASTER"), pattern=r"^[A-Za-z0-9_.-]*$"
     )
     redis_key_prefix: str = Field(
         "alpaca",
