@@ -13,6 +13,7 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from tasks.timestamps import parse_rfc3339
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    client = connect(settings, decode_responses=True, socket_timeout=5)
     try:
         print_bars(client, Keys(settings.redis_key_prefix), args.symbol.upper(), since, sys.stdout)
     except redis.ConnectionError as exc:

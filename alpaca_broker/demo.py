@@ -28,6 +28,7 @@ from alpaca_broker.children import Children
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health import collect_queues
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.redis_server import RedisServer, free_port, masked, require_redis, unreachable
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 from simulator import launcher
@@ -209,7 +210,7 @@ def _run(
     if args.standby:
         pids = ", ".join(f"{n} pid {children.procs[f'producer-{n}'].pid}" for n in names)
         print(f"Standby:   {pids}; kill -9 the holder to watch the other take over", flush=True)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect(settings.model_copy(update={"redis_url": redis_url}), decode_responses=True)
     keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
     last = time.monotonic()
     while not stopped():

@@ -11,8 +11,9 @@ from typing import Any
 import redis
 
 from alpaca_broker.errors import ConfigError
+from alpaca_broker.health_sentinel import collect_sentinel, render_sentinel, sentinel_problems
 from alpaca_broker.keys import QUEUES, Keys
-from alpaca_broker.redis_server import masked
+from alpaca_broker.redis_client import connect, describe
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
 # kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
@@ -222,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_on_config_error(exc)
     from celery_app import app
 
-    client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3
-    )
+    client = connect(settings, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
     try:
         report["redis"] = collect_redis(client)
@@ -237,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["workers"] = collect_workers(app, args.timeout)
     except (redis.RedisError, OSError) as exc:
-        report["redis"] = {"error": f"{masked(settings.redis_url)}: {exc}"}
+        report["redis"] = {"error": f"{describe(settings)}: {exc}"}
+    report["sentinel"] = collect_sentinel(settings, client)
     report["last_message_age_s"] = flow(report["producers"], time.time())
     reasons = problems(report, settings, args.producer or [settings.producer_name])
+    reasons = sentinel_problems(report["sentinel"]) + reasons
     report["healthy"], report["problems"] = not reasons, reasons
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))
     return 0 if not reasons else 1
@@ -249,6 +250,7 @@ def render(report: dict[str, Any]) -> str:
     """The human-readable report."""
     lines = ["healthy" if report["healthy"] else "UNHEALTHY"]
     lines += [f"  problem: {p}" for p in report["problems"]]
+    lines += render_sentinel(report.get("sentinel"))
     r = report["redis"]
     if "error" not in r:
         limit = r.get("maxmemory") or 0

@@ -84,6 +84,11 @@ class Keys:
         return f"{self.prefix}:orders"
 
     @property
+    def orders_handoff_marker(self) -> str:
+        """A counter the producer increments after each order hand-off, to ``WAIT`` on."""
+        return f"{self.prefix}:meta:orders:handoff"
+
+    @property
     def orders_malformed(self) -> str:
         """Internal counter: order events the workers dropped as malformed (INCR)."""
         return f"{self.prefix}:meta:orders:malformed"

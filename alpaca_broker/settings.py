@@ -45,6 +45,15 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
     return value
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:26379``) -> (host, port); ValueError when malformed."""
+    host, sep, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     """Every setting of every process; build it with :func:`load_settings`."""
 
@@ -88,6 +97,12 @@ class Settings(BaseSettings):
     )
     celery_broker_url: str | None = Field(
         None, validation_alias=_env("CELERY_BROKER_URL"), repr=False
+    )
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("REDIS_SENTINELS")
+    )
+    redis_sentinel_master: str | None = Field(
+        None, validation_alias=_env("REDIS_SENTINEL_MASTER"), pattern=r"^[A-Za-z0-9_.-]*$"
     )
     redis_key_prefix: str = Field(
         "alpaca",
@@ -138,7 +153,7 @@ class Settings(BaseSettings):
         "default", validation_alias=_env("PRODUCER_NAME"), pattern=r"^[A-Za-z0-9_.-]+$"
     )
     shutdown_timeout: float = Field(10.0, validation_alias=_env("SHUTDOWN_TIMEOUT"), gt=0)
-    visibility_timeout: int = Field(300, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
+    visibility_timeout: int = Field(20, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
     price_batch_size: int = Field(500, validation_alias=_env("PRICE_BATCH_SIZE"), ge=1, le=5000)
     price_batch_ms: float = Field(10.0, validation_alias=_env("PRICE_BATCH_MS"), gt=0)
     price_buffer_size: int = Field(100_000, validation_alias=_env("PRICE_BUFFER_SIZE"), ge=1000)
@@ -156,6 +171,9 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(60.0, validation_alias=_env("RECONCILE_INTERVAL"), gt=0)
     orders_stream_maxlen: int = Field(
         1_000_000, validation_alias=_env("ORDERS_STREAM_MAXLEN"), ge=1000
+    )
+    order_replica_wait_ms: int = Field(
+        1000, validation_alias=_env("ORDER_REPLICA_WAIT_MS"), ge=0, le=60_000
     )
     order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
     bar_history_days: float = Field(7, validation_alias=_env("BAR_HISTORY_DAYS"), gt=0, le=3650)
@@ -177,6 +195,7 @@ class Settings(BaseSettings):
         "alpaca_option_symbols",
         "alpaca_option_channels",
         "alpaca_news_symbols",
+        "redis_sentinels",
         mode="before",
     )
     @classmethod
@@ -192,6 +211,13 @@ class Settings(BaseSettings):
         if "*" in symbols and len(symbols) > 1:
             raise ValueError("'*' stands alone")
         return symbols
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            parse_address(address)
+        return value
 
     @field_validator("redis_url", "celery_broker_url")
     @classmethod
@@ -233,6 +259,11 @@ class Settings(BaseSettings):
         if origin is None or self.market_clock_speed == 1.0:
             return wall
         return origin + int((wall - origin) * self.market_clock_speed)
+
+    @property
+    def sentinel_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``REDIS_SENTINELS`` as (host, port) pairs; empty when Sentinel is not used."""
+        return tuple(parse_address(address) for address in self.redis_sentinels)
 
     @property
     def broker_url(self) -> str:
@@ -298,9 +329,17 @@ def _first_error_line(exc: ValidationError) -> ConfigError:
 def load_settings() -> Settings:
     """Build the settings once per process; raises ConfigError naming the bad variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise _first_error_line(exc) from None
+    check_together(settings)
+    return settings
+
+
+def check_together(settings: Settings) -> None:
+    """Raise ConfigError for settings that are valid alone but not together."""
+    if settings.redis_sentinels and not settings.redis_sentinel_master:
+        raise ConfigError("REDIS_SENTINEL_MASTER", "is required when REDIS_SENTINELS is set")
 
 
 def exit_on_config_error(exc: ConfigError) -> NoReturn:

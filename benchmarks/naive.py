@@ -17,6 +17,7 @@ from alpaca.data.live.stock import StockDataStream
 from pydantic import BaseModel
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import load_settings
 from celery_app import app
 from tasks.timestamps import format_ns
@@ -27,7 +28,7 @@ KEYS = Keys()
 
 @cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(load_settings().redis_url)
+    return connect(load_settings())
 
 
 @app.task(name="naive.publish", queue=QUEUE)

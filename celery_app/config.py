@@ -15,6 +15,7 @@ from kombu.utils import json as kombu_json
 from alpaca_broker.errors import RETRYABLE
 from alpaca_broker.keys import NEWS_TASK_PREFIX, ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
+from alpaca_broker.redis_client import broker_options
 from alpaca_broker.settings import Settings, load_settings
 from celery_app import broker
 
@@ -72,19 +73,26 @@ def _queue(name: str, *, no_ack: bool = False) -> Queue:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting, derived from our settings object."""
     vt = settings.visibility_timeout
+    sentinel = broker_options(settings)
+    transport: dict[str, Any] = sentinel[1] if sentinel else {}
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": sentinel[0] if sentinel else settings.broker_url,
         "broker_connection_retry": True,
+        # A ReadOnlyError (a demoted primary) is a channel error to kombu: without this the
+        # consumer stops instead of reconnecting to the new primary (docs/reliability.md).
+        "broker_channel_error_retry": True,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # reconnect forever; the default gives up after 100
         "broker_transport_options": {
-            # Unacked order tasks of a dead worker come back after this many seconds.
+            # Unacked order tasks of a dead worker come back after this many seconds (plus
+            # at most one restore interval): 25 s with the defaults (docs/reliability.md).
             "visibility_timeout": vt,
-            "unacked_restore_interval": max(1, min(10, vt // 3)),
+            "unacked_restore_interval": max(1, min(10, vt // 4)),
             "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,
+            **transport,
         },
         "task_serializer": "json",
         "result_serializer": "json",

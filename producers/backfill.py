@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.handoff import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
@@ -136,7 +137,7 @@ class Backfiller(ProducerUnit):
 
     def run(self) -> None:
         rest = self._source.make_client(self._settings)
-        store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
+        store = connect(self._settings, decode_responses=True)
         stats = self._state.stats
         failures = 0
         try:

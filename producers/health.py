@@ -21,6 +21,7 @@ from typing import Any, Literal
 import redis
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.supervisor import ProducerUnit
 
@@ -115,9 +116,7 @@ class Heartbeat(ProducerUnit):
         self._key = Keys(settings.redis_key_prefix).producer_health(settings.producer_name)
         self._view = view
         self._interval = settings.health_interval
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self._redis = connect(settings, socket_timeout=2, socket_connect_timeout=2)
         self._stop = threading.Event()
         self._failing = False
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import redis
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.supervisor import ProducerUnit
 
@@ -61,9 +62,7 @@ class Lease(ProducerUnit):
         self._poll_every = min(0.5, settings.lease_ttl / 5)
         self._on_change = on_change
         self._token = secrets.token_hex(16)
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=1, socket_connect_timeout=1
-        )
+        self._redis = connect(settings, socket_timeout=1, socket_connect_timeout=1)
         self._acquire = self._redis.register_script(_script("lease_acquire.lua"))
         self._renew = self._redis.register_script(_script("lease_renew.lua"))
         self._stop = threading.Event()

@@ -25,6 +25,7 @@ from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.handoff import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
@@ -152,7 +153,7 @@ class Reconciler(ProducerUnit):
             raw_data=True,
             url_override=self._settings.trading_api_url,
         )
-        store = redis.Redis.from_url(self._settings.redis_url, decode_responses=True)
+        store = connect(self._settings, decode_responses=True)
         failures = 0
         while not self._stop.is_set():
             self._wake.wait(self._settings.reconcile_interval)

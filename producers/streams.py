@@ -48,6 +48,7 @@ from producers.handoff import (
 )
 from producers.health import StreamStatus
 from producers.reconciliation import Reconciler, ReconcileStats
+from producers.replicated import replicated
 from producers.supervisor import Backoff, UnitFactory
 
 Reader = Literal["market", "trading"]
@@ -228,11 +229,13 @@ class Stream:
         return tuple(name for name in self.units if not name.endswith(".handoff"))
 
 
-def task_sender(kind: StreamKind, app: Celery) -> Send[Message]:
-    """How ``kind``'s messages become Celery tasks: batches, or one task each."""
+def task_sender(kind: StreamKind, app: Celery, settings: Settings | None = None) -> Send[Message]:
+    """How ``kind``'s messages become Celery tasks: batches, or one task each (confirmed by
+    a replica when the primary has one: ``producers.replicated``)."""
     if kind.delivery == "batch":
         return batch_sender(app, kind.task, kind.family, kind.time_keys)
-    return each_sender(app, kind.task, kind.time_keys)
+    send = each_sender(app, kind.task, kind.time_keys)
+    return replicated(send, settings) if settings is not None else send
 
 
 def build_stream(
@@ -285,4 +288,6 @@ def build_streams(settings: Settings, names: tuple[str, ...], app: Celery) -> li
         recorder = RecordingWriter(settings.record_file, meta=meta, flush_every=100)
         atexit.register(recorder.close)  # flush the last frames when the process ends
     kinds = [STREAMS[name] for name in names]
-    return [build_stream(kind, settings, task_sender(kind, app), recorder) for kind in kinds]
+    return [
+        build_stream(kind, settings, task_sender(kind, app, settings), recorder) for kind in kinds
+    ]

