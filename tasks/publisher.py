@@ -13,7 +13,7 @@ import redis
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings, load_settings
 from tasks.bar_history import BarHistory
-from tasks.order_events import OrderEvent
+from tasks.order_events import FINAL_STATUSES, OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 
@@ -39,6 +39,7 @@ class Publisher:
         stream_maxlen: int,
         dedupe_ttl: int,
         bar_history_days: float = 7,
+        order_retention: int = 7 * 86400,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -46,6 +47,7 @@ class Publisher:
         self._bars = BarHistory(client, keys, history_days=bar_history_days)
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
+        self._order_retention = order_retention
         self._prices = register(client, PRICES_SOURCE)
         self._order = register(client, ORDER_SOURCE)
 
@@ -95,6 +97,7 @@ class Publisher:
             self._keys.orders_events,
             self._keys.order(event.order_id),
             self._keys.order_state_seen(event.state_id),
+            self._keys.orders_open,
         ]
         args: list[Any] = [
             self._dedupe_ttl,
@@ -103,6 +106,10 @@ class Publisher:
             event.json,
             event.ts_ns,
             event.source,
+            event.order_id,
+            self._order_retention,
+            # Final: the hash expires after the retention and leaves the open-order index.
+            "1" if dict(event.hash_fields).get("status") in FINAL_STATUSES else "0",
         ]
         for field, value in event.hash_fields:
             args += (field, value)
@@ -130,6 +137,7 @@ def create_publisher(settings: Settings) -> Publisher:
         Keys(settings.redis_key_prefix),
         stream_maxlen=settings.orders_stream_maxlen,
         dedupe_ttl=settings.order_dedupe_ttl,
+        order_retention=settings.order_retention,
         bar_history_days=settings.bar_history_days,
     )
 
