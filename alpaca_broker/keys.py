@@ -74,6 +74,12 @@ class Keys:
         return f"{self.prefix}:orders:events"
 
     @property
+    def orders_open(self) -> str:
+        """Set: ids of the orders whose hash holds a non-final status (kept by order.lua),
+        so that reconciliation finds them without scanning every order hash."""
+        return f"{self.prefix}:orders:open"
+
+    @property
     def orders_reconciled_at(self) -> str:
         """String: epoch seconds up to which reconciliation has looked at closed orders."""
         return f"{self.prefix}:orders:reconciled_at"

@@ -176,6 +176,7 @@ class Settings(BaseSettings):
         1000, validation_alias=_env("ORDER_REPLICA_WAIT_MS"), ge=0, le=60_000
     )
     order_dedupe_ttl: int = Field(7 * 86400, validation_alias=_env("ORDER_DEDUPE_TTL"), ge=60)
+    order_retention: int = Field(7 * 86400, validation_alias=_env("ORDER_RETENTION"), ge=60)
     bar_history_days: float = Field(7, validation_alias=_env("BAR_HISTORY_DAYS"), gt=0, le=3650)
     bar_backfill_minutes: int = Field(
         60, validation_alias=_env("BAR_BACKFILL_MINUTES"), ge=0, le=100_000

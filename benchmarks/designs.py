@@ -18,12 +18,16 @@ class Design:
     producer: list[str]
     workers: dict[str, list[str]] = field(default_factory=dict)
     orders: bool = False  # also carries the order path (and its probe)
+    publishes: bool = True  # False: nothing reaches the price channels (ingest measured only)
 
 
-def pipeline(concurrency: int, pool: str) -> Design:
-    """This project: batched price tasks, solo price workers (or one prefork pool)."""
+def pipeline(concurrency: int, pool: str, name: str = "pipeline") -> Design:
+    """This project: batched price tasks, solo price workers (or one prefork pool); with no
+    price workers (``ingest``), only the producer's hand-off into Celery is measured."""
     price = [*CELERY, "celery_app", *WORKER_FLAGS, "-Q", "prices", "--prefetch-multiplier", "4"]
-    if pool == "solo":
+    if concurrency == 0:
+        workers: dict[str, list[str]] = {}
+    elif pool == "solo":
         workers = {
             f"prices{i}": [*price, "-n", f"prices{i}@%h", "-P", "solo"] for i in range(concurrency)
         }
@@ -40,12 +44,16 @@ def pipeline(concurrency: int, pool: str) -> Design:
         "-c",
         "1",
     ]
+    what = "frames per task, workers decode, Lua compare-and-set, one round trip per batch"
+    if concurrency == 0:
+        what = "the pipeline's producer and order worker, no price worker: ingest into Celery"
     return Design(
-        "pipeline",
-        "this project: batches of events per task, Lua compare-and-set, one round trip per batch",
+        name,
+        f"this project: {what}",
         [sys.executable, "-m", "alpaca_broker", "producer"],
         workers,
         orders=True,
+        publishes=concurrency > 0,
     )
 
 
@@ -69,6 +77,23 @@ def direct() -> Design:
     )
 
 
+def ceiling() -> Design:
+    """alpaca-py's raw read loop with a counting handler: the limit of any alpaca-py producer."""
+    return Design(
+        "ceiling",
+        "alpaca-py StockDataStream(raw_data=True), a handler that only counts: the read limit",
+        [sys.executable, "-m", "benchmarks.ceiling"],
+        publishes=False,
+    )
+
+
 def all_designs(concurrency: int, pool: str) -> dict[str, Design]:
     """Every design by name, in the order the report shows them."""
-    return {d.name: d for d in (pipeline(concurrency, pool), naive(concurrency), direct())}
+    designs = (
+        ceiling(),
+        pipeline(0, pool, "ingest"),
+        pipeline(concurrency, pool),
+        naive(max(1, concurrency)),
+        direct(),
+    )
+    return {d.name: d for d in designs}

@@ -6,8 +6,11 @@ hand-off writes Redis itself (normalize + one Lua call per batch), no Celery in 
 
 from __future__ import annotations
 
+import base64
+
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import load_settings
+from producers.frames import Frame
 from producers.handoff import Message, to_wire
 from producers.health import Heartbeat, ProducerView
 from producers.main import run_until_signalled
@@ -24,7 +27,12 @@ def main() -> int:
     publisher = create_publisher(settings)
 
     def send(batch: list[Message]) -> None:
-        items = [[m.received_ns, to_wire(m.payload)] for m in batch]
+        items = [
+            [m.received_ns, base64.b64encode(m.payload.data).decode("ascii")]
+            if type(m.payload) is Frame
+            else [m.received_ns, to_wire(m.payload)]
+            for m in batch
+        ]
         publisher.publish_prices(prepare_batch(items).events)
 
     stream = build_stream(STREAMS["prices"], settings, send)

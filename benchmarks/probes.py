@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import hiredis
@@ -163,3 +165,37 @@ class ProcessSampler:
             role: 100 * (self._cpu(pid) - self._cpu0[role]) / elapsed
             for role, pid in self._roles.items()
         }
+
+
+class IngestProbe:
+    """The producer's ingest rate, from its health key: messages handed off (``enqueued``)
+    per second between two heartbeats, timed by the heartbeats' own ``updated_at``."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._client, self._key = client, key
+        self._samples: list[tuple[float, int, int]] = []
+
+    def sample(self) -> None:
+        raw = self._client.get(self._key)
+        if not raw:
+            return
+        health = json.loads(raw)
+        stream = health.get("streams", {}).get("prices", {})
+        at = datetime.fromisoformat(str(health["updated_at"]).replace("Z", "+00:00")).timestamp()
+        if not self._samples or at > self._samples[-1][0]:
+            self._samples.append((at, stream.get("enqueued", 0), stream.get("received", 0)))
+
+    def begin(self) -> None:
+        self._samples.clear()
+        self.sample()
+
+    def rate(self) -> float:
+        """Messages handed off per second over the sampled window (0 with under two samples)."""
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, e0, _), (t1, e1, _) = self._samples[0], self._samples[-1]
+        return (e1 - e0) / max(1e-9, t1 - t0)
+
+    def started(self) -> bool:
+        """Whether the producer has received anything yet."""
+        return bool(self._samples and self._samples[-1][2] > 0)

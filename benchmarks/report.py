@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = (
-    f"{'design':>8} {'offered/s':>9} {'path':>6} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+    f"{'design':>8} {'offered/s':>9} {'path':>6} {'ingest/s':>9} {'events/s':>9} {'p50 ms':>8} "
+    f"{'p95 ms':>8} "
     f"{'p99 ms':>8} {'prod CPU%':>9} {'work CPU%':>9} {'redis CPU%':>10} {'prod MB':>7} "
     f"{'work MB':>7} {'dropped':>7} {'lost':>5}"
 )
@@ -17,8 +18,10 @@ def _line(row: dict[str, Any], path: str) -> str:
     received = row["received"]
     lost = "-" if path == "orders" or received is None else str(received - row["published"])
     dropped = row["dropped"] if path == "prices" else 0
+    offered = f"{row['offered']:>9.0f}" if row["offered"] else f"{'max':>9}"
+    ingest = f"{row.get('ingest_per_s') or 0:>9.0f}" if path == "prices" else f"{'':>9}"
     return (
-        f"{row['design']:>8} {row['offered']:>9.0f} {path:>6} {s['events_per_s']:>9.0f} "
+        f"{row['design']:>8} {offered} {path:>6} {ingest} {s['events_per_s']:>9.0f} "
         f"{s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} {s['p99_ms']:>8.1f} {cpu['producer']:>9.0f} "
         f"{cpu['worker']:>9.0f} {cpu['redis']:>10.0f} {rss['producer']:>7.0f} "
         f"{rss['worker']:>7.0f} {dropped:>7} {lost:>5}"
@@ -28,6 +31,11 @@ def _line(row: dict[str, Any], path: str) -> str:
 def best(rows: list[dict[str, Any]], design: str) -> float:
     """The highest price events/s a design delivered at any offered rate."""
     return max((r["prices"]["events_per_s"] for r in rows if r["design"] == design), default=0.0)
+
+
+def best_ingest(rows: list[dict[str, Any]], design: str) -> float:
+    """The highest ingest rate (messages read and handed off per second) a design reached."""
+    return max((r.get("ingest_per_s") or 0.0 for r in rows if r["design"] == design), default=0.0)
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -42,6 +50,10 @@ def render(rows: list[dict[str, Any]]) -> str:
         lines.append(f"pipeline / naive throughput: {ours / naive:.1f}x")
     if ours and direct:
         lines.append(f"pipeline / direct throughput: {ours / direct:.2f}")
+    if limit := best_ingest(rows, "ceiling"):
+        for design in ("ingest", "pipeline"):
+            if mine := best_ingest(rows, design):
+                lines.append(f"{design} producer ingest / ceiling: {mine / limit:.2f}")
     return "\n".join(lines)
 
 

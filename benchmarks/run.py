@@ -24,7 +24,7 @@ from alpaca_broker.children import Children
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer, require_redis, unreachable
 from benchmarks.designs import Design, all_designs
-from benchmarks.probes import ChannelProbe, ProcessSampler
+from benchmarks.probes import ChannelProbe, IngestProbe, ProcessSampler
 from benchmarks.report import plot, render
 from simulator import launcher
 
@@ -34,23 +34,29 @@ SYMBOLS = [f"SY{i:03d}" for i in range(50)]
 
 
 def _simulator(
-    children: Children, rate: float, order_rate: float, env: dict[str, str]
+    children: Children, rate: float, order_rate: float, env: dict[str, str], extra: list[str]
 ) -> dict[str, str]:
+    offered = str(rate) if rate else "max"  # 0: as fast as the client reads
     options = [
-        "--port", "0", "--rate", str(rate), "--order-rate", str(order_rate),
+        "--port", "0", "--rate", offered, "--order-rate", str(order_rate),
         "--symbols", ",".join(SYMBOLS), "--mix", "t=40,q=60", "--log-level", "WARNING",
+        *extra,
     ]  # fmt: skip
     sim = launcher.launch(options, env, children.log("simulator"), cwd=children.cwd)
     children.adopt("simulator", sim.proc)
     return sim.env
 
 
-def _wait(seconds: float, sampler: ProcessSampler | None = None) -> None:
+def _wait(
+    seconds: float, sampler: ProcessSampler | None = None, ingest: IngestProbe | None = None
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if sampler:
             sampler.sample_rss()
-        time.sleep(0.5 if sampler else 0.1)
+        if ingest:
+            ingest.sample()
+        time.sleep(0.25 if sampler else 0.1)
 
 
 def run_one(
@@ -82,7 +88,8 @@ def _measure(
     redis_pids: list[int],
 ) -> dict[str, Any]:
     """Start, warm up, measure, stop; returns the figures."""
-    urls = _simulator(children, rate, args.order_rate if design.orders else 0, env)
+    order_rate = args.order_rate if design.orders else 0
+    urls = _simulator(children, rate, order_rate, env, args.simulator_options.split())
     for name, argv in design.workers.items():
         children.start(f"{design.name}-{name}", argv, env)
     prices = ChannelProbe(env["REDIS_URL"], KEYS.prices_pattern, sample=args.sample).start()
@@ -104,21 +111,24 @@ def _measure(
             "redis": redis_pids,
         }
     )
+    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER))
     try:
-        _until_flowing(prices, children)
+        _until_flowing(prices if design.publishes else None, children, ingest)
         _wait(args.warmup)
         sampler.begin()
+        ingest.begin()
         prices.measure(True)
         orders.measure(True)
-        _wait(args.duration, sampler)
+        _wait(args.duration, sampler, ingest)
         prices.measure(False)
         orders.measure(False)
         cpu = sampler.cpu_percent()
+        _wait(1.2, None, ingest)  # the heartbeat after the window closes the ingest window
     finally:
         children.stop(f"{design.name}-producer")
     health = json.loads(client.get(KEYS.producer_health(PRODUCER)) or "{}")
     stream = health.get("streams", {}).get("prices", {})
-    if stream:  # a design with a heartbeat: let it drain, to count what was lost
+    if stream and design.publishes:  # let it drain, to count what was lost
         _settle(prices)
     children.stop()
     prices.stop()
@@ -130,17 +140,28 @@ def _measure(
         "orders": orders.summary() if design.orders else None,
         "cpu_percent": cpu,
         "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in sampler.peak_rss.items()},
-        "received": stream.get("received"),
+        "received": stream.get("received") if design.publishes else None,
         "published": prices.count,
+        "ingest_per_s": ingest.rate(),
         "dropped": stream.get("dropped", 0),
     }
 
 
-def _until_flowing(probe: ChannelProbe, children: Children, limit: float = 120.0) -> None:
-    """Wait for the first event on the channel (processes start slowly on a busy machine),
-    so that the warm-up counts from a running pipeline."""
+def _until_flowing(
+    probe: ChannelProbe | None, children: Children, ingest: IngestProbe, limit: float = 120.0
+) -> None:
+    """Wait for the first event on the channel, or (a design that publishes nothing) the
+    first heartbeat (processes start slowly on a busy machine), so that the warm-up counts
+    from a running pipeline."""
     deadline = time.monotonic() + limit
-    while not probe.count and time.monotonic() < deadline:
+
+    def started() -> bool:
+        if probe is not None:
+            return bool(probe.count)
+        ingest.begin()
+        return ingest.started()
+
+    while not started() and time.monotonic() < deadline:
         if dead := children.dead():
             raise RuntimeError(f"{', '.join(dead)} exited; logs in {children.logs}")
         time.sleep(0.1)
@@ -167,15 +188,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alpaca-broker bench", description=__doc__)
     parser.add_argument("--designs", default="pipeline,naive,direct", help="which designs to run")
     parser.add_argument(
-        "--rates", default="5000,25000", help="offered market msgs/s, comma-separated"
+        "--rates",
+        default="5000,25000",
+        help="offered market msgs/s, comma-separated; 'max': as fast as the producer reads",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument(
         "--order-rate", type=float, default=20.0, help="synthetic orders/s (pipeline)"
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="price worker processes")
+    parser.add_argument(
+        "--price-workers",
+        "--concurrency",
+        dest="concurrency",
+        type=int,
+        default=2,
+        help="price worker processes of the pipeline design (any core count)",
+    )
     parser.add_argument("--pool", default="solo", help="pipeline price workers: solo or prefork")
+    parser.add_argument(
+        "--simulator-options",
+        default="",
+        help="more simulator options, e.g. '--no-compression --frame-size 100'",
+    )
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")
     parser.add_argument(
@@ -187,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         require_redis("bench", args.redis_url)
     designs = all_designs(args.concurrency, args.pool)
     chosen = [designs[name] for name in args.designs.split(",")]
-    rates = [float(r) for r in args.rates.split(",")]
+    rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
     rows: list[dict[str, Any]] = []
     for design in chosen:
         print(f"{design.name}: {design.description}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -53,3 +53,35 @@ def parse_frame(frame: bytes | str, required_keys: Mapping[str, frozenset[str]])
         else:
             parsed.malformed.append(("unknown type", msg))
     return parsed
+
+
+class Frame(NamedTuple):
+    """A data-stream frame handed to the workers as it came off the socket (per-frame hand-off).
+
+    ``data`` is the frame's msgpack bytes, ``messages`` how many market messages it holds (what
+    the buffer, the drop counter and the batch size count).
+    """
+
+    data: bytes
+    messages: int
+
+
+def clean_count(frame: bytes, required_keys: Mapping[str, frozenset[str]]) -> int:
+    """How many messages ``frame`` holds when every one is a well-formed market message.
+
+    Returns -1 otherwise (control messages, malformed input, not msgpack): the caller then
+    takes the slow path, :func:`parse_frame`. The fast path checks each message and builds
+    nothing: the frame's bytes themselves are handed off (the workers decode them again, in
+    parallel), so the read loop does no per-message allocation beyond msgpack's own decode.
+    """
+    try:
+        decoded = msgpack.unpackb(frame)
+        if type(decoded) is not list:
+            return -1
+        for msg in decoded:
+            required = required_keys.get(msg["T"]) if type(msg) is dict and "T" in msg else None
+            if required is None or not required <= msg.keys():
+                return -1
+    except Exception:  # garbage, an unhashable T: the slow path counts and reports it
+        return -1
+    return len(decoded)

@@ -8,6 +8,7 @@ off while the broker is unreachable.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import threading
@@ -21,6 +22,7 @@ import msgpack
 from celery import Celery
 
 from alpaca_broker.errors import is_retryable
+from producers.frames import Frame
 from producers.health import StreamStatus
 from producers.supervisor import Backoff, ProducerUnit
 
@@ -42,38 +44,55 @@ class Message(NamedTuple):
     source: str = "stream"
 
 
+def weight(item: object) -> int:
+    """How many market messages ``item`` stands for: a :class:`Frame` its count, else 1."""
+    payload = getattr(item, "payload", None)
+    return payload.messages if type(payload) is Frame else 1
+
+
 class EventBuffer(Generic[T]):
     """A FIFO the read loop appends to without ever blocking.
 
-    Bounded (``maxlen``): when full, the oldest item is dropped and counted in
-    ``status.dropped`` — right for prices, where a newer price supersedes an older one.
-    Unbounded (``maxlen=None``): nothing is ever dropped — right for orders — and a warning
-    is logged each time the backlog doubles past ``warn_at``.
+    Bounded (``maxlen`` messages; a :class:`Frame` counts as its messages): when full, the
+    oldest items are dropped and counted in ``status.dropped`` — right for prices, where a
+    newer price supersedes an older one. Unbounded (``maxlen=None``): nothing is ever
+    dropped — right for orders — and a warning is logged each time the backlog doubles past
+    ``warn_at``.
     """
 
     def __init__(self, status: StreamStatus, maxlen: int | None, warn_at: int = 1000) -> None:
-        self._items: deque[T] = deque(maxlen=maxlen)
+        self._items: deque[T] = deque()
         self._maxlen = maxlen
         self._status = status
         self._ready = threading.Event()
         self._warn_at = warn_at
-        # Sequence numbers: the n-th item put is still in the buffer while fewer than n were
-        # taken (itertools.count is atomic under the GIL: the read loop and the reconciler
-        # both put into the order buffer).
+        # Messages in, out and evicted; each counter has one writer thread (no lock needed:
+        # every popleft is atomic, so each item is counted once, by whoever popped it).
+        self._put = self._taken = self._evicted = 0
+        # Sequence numbers of items (not messages): the n-th item put is still in the buffer
+        # while fewer than n were taken (itertools.count is atomic under the GIL: the read
+        # loop and the reconciler both put into the order buffer).
         self._puts = itertools.count(1)
-        self._taken = 0
+        self._items_taken = 0
 
     def put(self, item: T) -> int:
         """Append ``item``; never blocks (called on the stream's event loop). Returns its
         sequence number, for :meth:`holds`."""
         seq = next(self._puts)
         items = self._items
-        if self._maxlen is not None and len(items) == self._maxlen:
-            self._status.dropped += 1  # deque(maxlen) evicts the oldest on append
         items.append(item)
-        if len(items) >= self._warn_at and self._maxlen is None:
+        self._put += weight(item)
+        if self._maxlen is not None:
+            while len(self) > self._maxlen and len(items) > 1:
+                try:
+                    evicted = weight(items.popleft())
+                except IndexError:  # taken meanwhile by the hand-off thread
+                    break
+                self._evicted += evicted
+                self._status.dropped += evicted
+        elif len(self) >= self._warn_at:
             log.warning(
-                "%s backlog holds %d events (broker unreachable?)", self._status.name, len(items)
+                "%s backlog holds %d events (broker unreachable?)", self._status.name, len(self)
             )
             self._warn_at *= 2
         if not self._ready.is_set():
@@ -83,7 +102,7 @@ class EventBuffer(Generic[T]):
     def holds(self, seq: int) -> bool:
         """Whether the item put as number ``seq`` has not been taken yet (approximately, when
         two threads race to put: then an item may be put once more, which is harmless)."""
-        return self._taken < seq
+        return self._items_taken < seq
 
     def wait(self, timeout: float) -> bool:
         """Block until an item is there (True) or ``timeout`` passes (False)."""
@@ -95,16 +114,24 @@ class EventBuffer(Generic[T]):
         return self._ready.wait(timeout)
 
     def take(self, limit: int) -> list[T]:
-        """Remove and return up to ``limit`` items, oldest first."""
+        """Remove and return items worth up to ``limit`` messages (at least one), oldest first."""
         items = self._items
         taken: list[T] = []
-        while items and len(taken) < limit:
-            taken.append(items.popleft())
-        self._taken += len(taken)
+        count = 0
+        while count < limit:
+            try:
+                item = items.popleft()
+            except IndexError:
+                break
+            taken.append(item)
+            count += weight(item)
+        self._taken += count
+        self._items_taken += len(taken)
         return taken
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Messages held (a frame counts as its messages)."""
+        return self._put - self._taken - self._evicted
 
 
 # Fail fast (about half a second) and let the hand-off thread back off and keep its batch:
@@ -191,7 +218,7 @@ class Handoff(ProducerUnit, Generic[T]):
         self._backoff = backoff or Backoff(base=0.25, cap=5.0)
         self._stop = threading.Event()
         self._pending: list[T] = []
-        status.buffered = lambda: len(self._buffer) + len(self._pending)
+        status.buffered = lambda: len(self._buffer) + sum(map(weight, self._pending))
 
     def run(self) -> None:
         failures = 0
@@ -223,21 +250,24 @@ class Handoff(ProducerUnit, Generic[T]):
                 pause = min(self._backoff.delay(attempt), deadline - time.monotonic())
                 time.sleep(max(0.0, pause))
                 attempt += 1
-        left = len(self._pending) + len(self._buffer)
+        left = sum(map(weight, self._pending)) + len(self._buffer)
         log.warning("%s: shutdown timeout with %d events unsent", self.name, left)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"buffered": len(self._buffer) + len(self._pending)}
+        return {"buffered": len(self._buffer) + sum(map(weight, self._pending))}
 
     def _collect(self) -> list[T]:
         limit = self._policy.max_events
         batch = self._buffer.take(limit)
+        count = sum(map(weight, batch))
         deadline = time.monotonic() + self._policy.max_delay
-        while len(batch) < limit and not self._stop.is_set():
+        while count < limit and not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._buffer.wait(remaining):
                 break
-            batch.extend(self._buffer.take(limit - len(batch)))
+            more = self._buffer.take(limit - count)
+            batch.extend(more)
+            count += sum(map(weight, more))
         return batch
 
     def _try_send(self) -> bool:
@@ -248,14 +278,14 @@ class Handoff(ProducerUnit, Generic[T]):
                 log.exception(
                     "%s: dropping %d events that cannot be sent", self.name, len(self._pending)
                 )
-                self._status.dropped += len(self._pending)
+                self._status.dropped += sum(map(weight, self._pending))
                 self._pending = []
                 return True
             log.warning(
                 "%s: broker unreachable (%s); holding %d events", self.name, exc, len(self._pending)
             )
             return False
-        self._status.enqueued += len(self._pending)
+        self._status.enqueued += sum(map(weight, self._pending))
         self._pending = []
         return True
 
@@ -275,19 +305,24 @@ def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, An
 def batch_sender(app: Celery, task: str, family: str, keys: tuple[str, ...]) -> Send[Message]:
     """Many messages per task, ``([[received_ns, raw(, source)], ...], family)``: market data.
 
-    An item names its source only when it is not ``stream`` (a backfilled bar).
+    An item names its source only when it is not ``stream`` (a backfilled bar). A whole
+    :class:`Frame` is one item, ``[received_ns, base64 of its msgpack bytes]``: the workers
+    decode it (the task wire is JSON only, and base64 is one C call for the whole frame).
     """
     sender = TaskSender(app)
 
     def item(m: Message) -> list[Any]:
+        if type(m.payload) is Frame:
+            return [m.received_ns, base64.b64encode(m.payload.data).decode("ascii")]
         wire = [m.received_ns, to_wire(m.payload, keys)]
         return wire if m.source == "stream" else [*wire, m.source]
 
     def send(batch: list[Message]) -> None:
         items = [item(m) for m in batch]
+        events = sum(map(weight, batch))
         # Stocks leave the family to the task's default: the wire of the first version.
         args = [items] if family == "us_equity" else [items, family]
-        sender.send(task, args, argsrepr=f"[{len(items)} {family} events]")
+        sender.send(task, args, argsrepr=f"[{events} {family} events]")
 
     return send
 
@@ -298,7 +333,10 @@ def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
 
     def send(batch: list[Message]) -> None:
         for m in batch:
-            payload = to_wire(m.payload, keys) if keys else m.payload
-            sender.send(task, [payload, m.received_ns, m.source])
+            # A frame (news: a market reader) is split here; such streams are slow.
+            raws = msgpack.unpackb(m.payload.data) if type(m.payload) is Frame else [m.payload]
+            for raw in raws:
+                payload = to_wire(raw, keys) if keys else raw
+                sender.send(task, [payload, m.received_ns, m.source])
 
     return send

@@ -29,12 +29,10 @@ from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from producers.handoff import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
+from tasks.order_events import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = frozenset(
-    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
-)
 
 # An order's REST status -> the trade_updates event that leads to it.
 STATUS_EVENTS = {
@@ -292,6 +290,7 @@ class Reconciler(ProducerUnit):
             if exc.status_code == 404:
                 log.warning("order %s is unknown to Alpaca; no longer reconciled", order_id)
                 store.hset(self._keys.order(order_id), GONE_FIELD, repr(time.time()))
+                store.srem(self._keys.orders_open, order_id)
             else:
                 log.warning("order %s not fetched (%s); skipped this pass", order_id, exc)
             self.stats.skipped += 1
@@ -311,18 +310,49 @@ class Reconciler(ProducerUnit):
         return cast(list[dict[str, str]], pipe.execute())
 
     def _held_open(self, store: redis.Redis) -> set[str]:
-        """Orders Redis holds as not final (they may have changed while we were away)."""
+        """Orders Redis holds as not final (they may have changed while we were away).
+
+        Read from the open-order index ``P:orders:open`` that order.lua keeps: the cost
+        follows the open orders, not the history (a SCAN of every ``P:order:*`` hash grew
+        with every order ever seen). Ids whose hash is final, gone or expired leave it.
+        """
+        self._index_existing(store)
+        index = self._keys.orders_open
+        ids = sorted(cast(set[str], store.smembers(index)))
+        pipe = store.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hmget(self._keys.order(order_id), "status", GONE_FIELD)
+        held = pipe.execute()
+        open_ids: set[str] = set()
+        stale: list[str] = []
+        for order_id, (status, gone) in zip(ids, held, strict=True):
+            if status is not None and status not in FINAL_STATUSES and gone is None:
+                open_ids.add(order_id)
+            else:
+                stale.append(order_id)
+        if stale:
+            store.srem(index, *stale)
+        return open_ids
+
+    def _index_existing(self, store: redis.Redis) -> None:
+        """Once per Redis: index the open orders written before the index existed (one SCAN,
+        then a marker), so that an upgrade reconciles them too."""
+        marker = f"{self._keys.orders_open}:built"
+        if store.exists(marker):
+            return
         prefix = self._keys.order("")
         keys = list(store.scan_iter(match=f"{prefix}*", count=1000))
         pipe = store.pipeline(transaction=False)
         for key in keys:
-            pipe.hmget(key, "status", GONE_FIELD)
-        held = pipe.execute()
-        return {
+            pipe.hget(key, "status")
+        found = [
             key[len(prefix) :]
-            for key, (status, gone) in zip(keys, held, strict=True)
-            if status is not None and status not in FINAL_STATUSES and gone is None
-        }
+            for key, status in zip(keys, pipe.execute(), strict=True)
+            if status is not None and status not in FINAL_STATUSES
+        ]
+        if found:
+            store.sadd(self._keys.orders_open, *found)
+        store.set(marker, "1")
 
     def stop(self) -> None:
         self._stop.set()

@@ -33,6 +33,12 @@ class OrderEvent:
     json: bytes
 
 
+FINAL_STATUSES: Final = frozenset(
+    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
+)
+"""Order statuses after which an order changes no more: its hash expires after
+``ORDER_RETENTION`` and it leaves the open-order index."""
+
 MAX_ID_CHARS: Final = 128
 """Longest order id or execution id accepted (Alpaca's are 36-character UUIDs); the dedupe
 and state markers are built from them."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+import msgpack
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
@@ -110,7 +113,9 @@ def prepare_batch(items: Any, family: str = DEFAULT_FAMILY) -> PriceBatch:
     """Every item of a price task of ``family``; bad items are set aside, not raised.
 
     An item is ``[received_at_ns, raw]``, or ``[received_at_ns, raw, source]`` for events
-    not read off the socket (``backfill``: the hook for the bar backfill).
+    not read off the socket (``backfill``: the hook for the bar backfill). A ``raw`` that is a
+    string is a whole data-stream frame (base64 of its msgpack bytes, as the producer read
+    it): its messages are decoded here, in the workers, each with the frame's receive time.
     """
     batch = PriceBatch()
     if not isinstance(items, list):
@@ -123,10 +128,29 @@ def prepare_batch(items: Any, family: str = DEFAULT_FAMILY) -> PriceBatch:
             if not isinstance(item, list | tuple) or len(item) not in (2, 3):
                 raise MalformedMessage("bad item", "not [received_at_ns, raw(, source)]", item)
             source = item[2] if len(item) == 3 else DEFAULT_SOURCE
-            batch.events.append(prepare_price(item[1], item[0], family, source))
+            if isinstance(item[1], str):
+                _prepare_frame(batch, item[1], item[0], family)
+            else:
+                batch.events.append(prepare_price(item[1], item[0], family, source))
         except MalformedMessage as exc:
             batch.malformed.append(exc)
     return batch
+
+
+def _prepare_frame(batch: PriceBatch, data: str, received_at_ns: Any, family: str) -> None:
+    """Every message of one frame (base64 msgpack) into ``batch``; raises MalformedMessage
+    when the frame itself cannot be decoded."""
+    try:
+        messages = msgpack.unpackb(base64.b64decode(data, validate=True))
+    except Exception:  # binascii.Error and msgpack's several unrelated types for garbage
+        raise MalformedMessage("undecodable frame", "not base64 msgpack", data) from None
+    if not isinstance(messages, list):
+        raise MalformedMessage("bad frame", "not an array", messages)
+    for raw in messages:
+        try:
+            batch.events.append(prepare_price(raw, received_at_ns, family))
+        except MalformedMessage as exc:
+            batch.malformed.append(exc)
 
 
 def newest_per_type(events: Iterable[PriceEvent]) -> list[PriceEvent]:

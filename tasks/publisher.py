@@ -15,7 +15,7 @@ from alpaca_broker.redis_client import connect
 from alpaca_broker.replication import ReplicaWait
 from alpaca_broker.settings import Settings, load_settings
 from tasks.bar_history import BarHistory
-from tasks.order_events import OrderEvent
+from tasks.order_events import FINAL_STATUSES, OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 
@@ -42,6 +42,7 @@ class Publisher:
         dedupe_ttl: int,
         bar_history_days: float = 7,
         replica_wait_ms: int = 0,
+        order_retention: int = 7 * 86400,
     ) -> None:
         self._client = client
         self._replicas = ReplicaWait(client, replica_wait_ms)
@@ -50,6 +51,7 @@ class Publisher:
         self._bars = BarHistory(client, keys, history_days=bar_history_days)
         self._stream_maxlen = stream_maxlen
         self._dedupe_ttl = dedupe_ttl
+        self._order_retention = order_retention
         self._prices = register(client, PRICES_SOURCE)
         self._order = register(client, ORDER_SOURCE)
 
@@ -99,6 +101,7 @@ class Publisher:
             self._keys.orders_events,
             self._keys.order(event.order_id),
             self._keys.order_state_seen(event.state_id),
+            self._keys.orders_open,
         ]
         args: list[Any] = [
             self._dedupe_ttl,
@@ -107,6 +110,10 @@ class Publisher:
             event.json,
             event.ts_ns,
             event.source,
+            event.order_id,
+            self._order_retention,
+            # Final: the hash expires after the retention and leaves the open-order index.
+            "1" if dict(event.hash_fields).get("status") in FINAL_STATUSES else "0",
         ]
         for field, value in event.hash_fields:
             args += (field, value)
@@ -156,6 +163,7 @@ def create_publisher(settings: Settings) -> Publisher:
         Keys(settings.redis_key_prefix),
         stream_maxlen=settings.orders_stream_maxlen,
         dedupe_ttl=settings.order_dedupe_ttl,
+        order_retention=settings.order_retention,
         bar_history_days=settings.bar_history_days,
         replica_wait_ms=settings.order_replica_wait_ms,
     )

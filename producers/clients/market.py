@@ -1,10 +1,13 @@
-"""The read loop of every alpaca-py market-data stream: decode once, stamp, count, hand off.
+"""The read loop of every alpaca-py market-data stream: check, stamp, count, hand off frames.
 
 alpaca-py's ``DataStream`` supplies the protocol steps (connect, authenticate) and closing;
-this loop replaces its ``_consume``/``_dispatch``: each frame is decoded once
-(:func:`producers.frames.parse_frame`), stamped with the time it came off the socket, and
-every well-formed market message goes straight to the stream's sink (the hand-off buffer)
-with that time. Handlers never wait: the sink only appends.
+this loop replaces its ``_consume``/``_dispatch``. Per-frame, not per-message, work: a frame
+whose messages are all well-formed market data (:func:`producers.frames.clean_count`, the
+common case) goes to the stream's sink (the hand-off buffer) as it came off the socket, one
+:class:`producers.frames.Frame` stamped with the time it was read; the workers decode and
+normalize it in parallel. Any other frame (control messages, malformed input) takes the slow
+path: :func:`producers.frames.parse_frame`, control handled here, malformed counted here,
+and the well-formed rest re-packed into one frame. Handlers never wait: the sink only appends.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import msgpack
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import MalformedReporter
 from alpaca_broker.recording import RecordingWriter
-from producers.frames import parse_frame
+from producers.frames import Frame, clean_count, parse_frame
 from producers.handoff import Message
 from producers.health import StreamStatus
 
@@ -76,7 +79,7 @@ class MarketDataClient:
 
     async def consume(self) -> bool:
         loop = asyncio.get_running_loop()
-        status, ws, sink = self.status, self._stream._ws, self._sink
+        status, ws, sink, required = self.status, self._stream._ws, self._sink, self._required
         data_seen = False
         last_data = loop.time()
         while True:
@@ -96,18 +99,31 @@ class MarketDataClient:
             received_ns = time.time_ns()
             if self._recorder is not None:
                 self._recorder.write(self._record_as, frame, received_ns)
-            parsed = parse_frame(frame, self._required)
-            for reason, context in parsed.malformed:
-                self._malformed(reason, context)
-            for msg in parsed.control:
-                self._on_control(msg)
-            if parsed.market:
-                status.received += len(parsed.market)
+            # The fast path: a clean frame is handed off whole, its bytes untouched.
+            count = clean_count(frame, required) if type(frame) is bytes else -1
+            if count > 0:
+                payload: Frame | None = Frame(frame, count)
+            else:
+                payload = self._slow_path(frame)
+                count = payload.messages if payload else 0
+            if payload:
+                status.received += count
                 data_seen = True
                 last_data = loop.time()
                 status.last_message_at = received_ns / 1e9
-                for msg in parsed.market:
-                    sink(Message(received_ns, msg))
+                sink(Message(received_ns, payload))
+
+    def _slow_path(self, frame: bytes | str) -> Frame | None:
+        """A frame with control messages or malformed input: handle and count those here,
+        and return its well-formed market messages as one frame (None when there are none)."""
+        parsed = parse_frame(frame, self._required)
+        for reason, context in parsed.malformed:
+            self._malformed(reason, context)
+        for msg in parsed.control:
+            self._on_control(msg)
+        if not parsed.market:
+            return None
+        return Frame(msgpack.packb(parsed.market), len(parsed.market))
 
     def _on_control(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")

@@ -9,8 +9,12 @@
 -- ARGV[3]  the channel P:orders
 -- ARGV[4]  the event JSON
 -- ARGV[5]  the event's ts_ns as decimal digits
+-- KEYS[5]  P:orders:open                the set of open order ids (the reconciliation index)
 -- ARGV[6]  the event's source: stream or reconciliation
--- ARGV[7..] field, value pairs for the order hash (besides json), ts_ns and updated_at
+-- ARGV[7]  the order id
+-- ARGV[8]  the retention of a final order's hash, seconds (ORDER_RETENTION)
+-- ARGV[9]  '1' when the event's status is final, else '0'
+-- ARGV[10..] field, value pairs for the order hash (besides json), ts_ns and updated_at
 --           among them (schema.ORDER_HASH_FROM_EVENT)
 -- Returns 0 for a duplicate (nothing published), 1 for a new event older than the order's
 -- state (published, hash kept), 2 for a new event that also updated the hash.
@@ -45,7 +49,7 @@ if held_ts then
 else
   local held_at = redis.call('HGET', KEYS[3], 'updated_at')
   if held_at then
-    for i = 7, #ARGV, 2 do
+    for i = 10, #ARGV, 2 do
       if ARGV[i] == 'updated_at' and ARGV[i + 1] < held_at then
         result = 1
       end
@@ -54,10 +58,19 @@ else
 end
 if result == 2 then
   local fields = {'json', ARGV[4]}
-  for i = 7, #ARGV do
+  for i = 10, #ARGV do
     fields[#fields + 1] = ARGV[i]
   end
   redis.call('HSET', KEYS[3], unpack(fields))
+  -- Costs flat over months: a final order's hash expires and leaves the open index; an
+  -- open one's never expires and is in the index (reconciliation reads it, not a SCAN).
+  if ARGV[9] == '1' then
+    redis.call('EXPIRE', KEYS[3], ARGV[8])
+    redis.call('SREM', KEYS[5], ARGV[7])
+  else
+    redis.call('PERSIST', KEYS[3])
+    redis.call('SADD', KEYS[5], ARGV[7])
+  end
 end
 redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[1])
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
