@@ -62,7 +62,7 @@ def unescape(text: str) -> str:
     return text.replace("$$", "$")
 
 
-_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::([-?])([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?([-?])([^}]*))?\}")
 
 
 def interpolate(text: str, values: Mapping[str, str]) -> str:

@@ -30,6 +30,10 @@ from tests.harness.workers import REPO
 WORKERS = {"worker-prices": "prices", "worker-orders": "orders"}
 # Shorter than the defaults so that tests see a heartbeat expire within seconds.
 TEST_ENV = {"HEALTH_INTERVAL": "0.5", "LOG_LEVEL": "INFO"}
+# Container-only settings: every interface and a fixed port of the container's own. A process
+# on this shared host serves no metrics unless a test asks (on loopback, on a free port).
+CONTAINER_ONLY_ENV = ("REDIS_URL", "CELERY_BROKER_URL", "METRICS_HOST", "METRICS_PORT",
+                      "WORKER_METRICS_PORT")  # fmt: skip
 
 
 def _port_open(port: int) -> bool:
@@ -81,11 +85,11 @@ class OpsStack:
 
     def service_settings(self, service: str, **values: str) -> dict[str, str]:
         """The service's compose environment (interpolated with ``values``) less the
-        container's Redis URLs: the settings compose gives that service and no other."""
+        container-only settings: the settings compose gives that service and no other."""
         return {
             k: v
             for k, v in environment(self.compose, service, values).items()
-            if k not in ("REDIS_URL", "CELERY_BROKER_URL")
+            if k not in CONTAINER_ONLY_ENV
         }
 
     @property

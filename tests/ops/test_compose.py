@@ -68,6 +68,10 @@ FLOWER = ("celery", "-A", "celery_app", "flower", "--address=0.0.0.0")
 SIMULATOR = (
     "alpaca-broker", "simulate", "--host", "0.0.0.0", "--rate", "50", "--order-rate", "0.5",
 )  # fmt: skip
+PROMETHEUS = (
+    "--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+    "--storage.tsdb.retention.time=15d", "--web.listen-address=:9090",
+)  # fmt: skip
 
 # service -> (its command, the test that runs that command for real). The ops stack runs
 # each command from the compose file less its container-only --host/--address 0.0.0.0 (the
@@ -110,6 +114,18 @@ RUN_FOR_REAL: dict[str, tuple[tuple[str, ...], str]] = {
         SIMULATOR,
         "test_health.py::test_healthy_stack_exits_0_and_reports_redis_queues_producer_workers_and_flow",
     ),
+    # The monitoring profile. Prometheus: the image's entrypoint with these flags, run as
+    # Debian's prometheus (its own paths and port) on monitoring/prometheus.yml. Grafana runs
+    # its image's entrypoint (no command, no Grafana here): the test validates what it is
+    # given, the provisioning files and the dashboard, whose queries the first test runs.
+    "prometheus": (
+        PROMETHEUS,
+        "test_prometheus.py::test_prometheus_scrapes_producer_and_worker_and_every_dashboard_query_finds_its_series",
+    ),
+    "grafana": (
+        (),
+        "test_prometheus.py::test_grafana_provisions_the_prometheus_datasource_and_the_dashboard",
+    ),
 }
 
 
@@ -146,7 +162,7 @@ def test_every_service_command_is_one_the_suite_runs_for_real(
 ) -> None:
     assert set(compose["services"]) == set(RUN_FOR_REAL)
     for service, (cmd, test_id) in RUN_FOR_REAL.items():
-        assert tuple(compose["services"][service]["command"]) == cmd, service
+        assert tuple(compose["services"][service].get("command", ())) == cmd, service
         module, function = test_id.split("::")
         package, _, module = module.rpartition("/")
         found = importlib.import_module(f"tests.{package or 'ops'}.{module[:-3]}")
@@ -192,7 +208,8 @@ def test_compose_bounds_redis_memory_and_refuses_writes_rather_than_evicting(
 # Settings a service may get; the Alpaca credentials reach the producer alone.
 SHARED = {"REDIS_URL", "CELERY_BROKER_URL", "REDIS_KEY_PREFIX", "LOG_FORMAT",
           "CELERY_VISIBILITY_TIMEOUT", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}  # fmt: skip
-WORKER_SETTINGS = SHARED | {"ORDERS_STREAM_MAXLEN", "ORDER_DEDUPE_TTL"}
+WORKER_SETTINGS = SHARED | {"ORDERS_STREAM_MAXLEN", "ORDER_DEDUPE_TTL", "METRICS_HOST",
+                             "WORKER_METRICS_PORT"}  # fmt: skip
 
 
 def test_each_service_gets_only_its_own_settings_and_only_the_producer_the_alpaca_keys(
@@ -227,6 +244,10 @@ def test_running_workers_and_flower_hold_no_alpaca_credentials(stack: OpsStack) 
         assert has_keys is (name == "producer-demo"), name
 
 
+# Services that are no alpaca-broker process (no REDIS_URL, no dependency on Redis).
+NOT_APP_SERVICES = ("redis", "simulator", "prometheus", "grafana")
+
+
 def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7"
@@ -234,14 +255,18 @@ def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -
     assert redis["volumes"] == ["redis-data:/data"]
     assert "redis-data" in compose["volumes"]
     for name, service in compose["services"].items():
-        if name not in ("redis", "simulator") and not name.startswith("redis-"):
+        if name not in NOT_APP_SERVICES and not name.startswith("redis-"):
             assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0", name
             assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
 
 
 def test_compose_publishes_only_flower_and_only_on_loopback(compose: dict[str, Any]) -> None:
     published = {n: s["ports"] for n, s in compose["services"].items() if "ports" in s}
-    assert published == {"flower": ["127.0.0.1:5555:5555"]}
+    assert published == {
+        "flower": ["127.0.0.1:5555:5555"],
+        "prometheus": ["127.0.0.1:9090:9090"],  # profile monitoring
+        "grafana": ["127.0.0.1:3000:3000"],
+    }
     auth = compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
     assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?.+\}", auth), "auth must be required"
 
@@ -261,6 +286,8 @@ def test_compose_profiles_live_and_demo(compose: dict[str, Any]) -> None:
         "redis-sentinel-1": ("sentinel",),
         "redis-sentinel-2": ("sentinel",),
         "redis-sentinel-3": ("sentinel",),
+        "prometheus": ("monitoring",),
+        "grafana": ("monitoring",),
     }
     demo_env = compose["services"]["producer-demo"]["environment"]
     assert demo_env["ALPACA_DATA_STREAM_URL"].startswith("ws://simulator:8765/")
