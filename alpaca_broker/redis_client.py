@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 import redis
 from redis.sentinel import Sentinel
 
+from alpaca_broker.redis_server import masked
 from alpaca_broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,10 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
 
 
 def describe(settings: Settings) -> str:
-    """Where :func:`connect` goes, for messages (never a password)."""
+    """Where :func:`connect` goes, for messages (the password masked, as everywhere)."""
     if settings.redis_sentinels:
         return f"sentinel {settings.redis_sentinel_master}@{','.join(settings.redis_sentinels)}"
-    parts = urlsplit(settings.redis_url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return parts._replace(netloc=netloc).geturl()
+    return masked(settings.redis_url)
 
 
 def require(command: str, settings: Settings, timeout: float = 3.0) -> None:

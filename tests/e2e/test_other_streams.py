@@ -102,6 +102,7 @@ SCRIPTED = {
     "ALPACA_CRYPTO_CHANNELS": "trades,quotes,bars,updated_bars,daily_bars,orderbooks",
     "ALPACA_OPTION_SYMBOLS": OPTION,
     "ALPACA_NEWS_SYMBOLS": "*",
+    "BAR_BACKFILL_MINUTES": "0",  # this test counts what the streams send
 }
 
 

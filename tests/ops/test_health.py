@@ -173,7 +173,7 @@ def test_unhealthy_when_redis_is_unreachable(stack: OpsStack) -> None:
 
 # --- the verdict itself (pure) ---------------------------------------------------------------
 
-SETTINGS = Settings(_env_file=None)  # visibility timeout 20 s
+SETTINGS = Settings(CELERY_VISIBILITY_TIMEOUT=300, _env_file=None)  # the scenario: 300 s
 
 
 def _report(**overrides: Any) -> Report:
