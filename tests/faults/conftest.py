@@ -1,5 +1,5 @@
-"""Fault-suite fixtures: the end-to-end producer factory, and a simulator whose synthetic
-orders run their lifecycles briskly (more events per second of test)."""
+"""Fault-suite fixtures: the end-to-end producer factory and pipelines, and a simulator whose
+synthetic orders run their lifecycles briskly (more events per second of test)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from simulator.api import Simulator
-from tests.e2e.conftest import producer_factory  # the end-to-end suite's fixture
 
-__all__ = ["producer_factory"]
+# The end-to-end suite's fixtures.
+from tests.e2e.conftest import own_pipeline, pipeline, pipeline_on, producer_factory
+
+__all__ = ["own_pipeline", "pipeline", "pipeline_on", "producer_factory"]
 
 
 @pytest.fixture
