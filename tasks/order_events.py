@@ -17,7 +17,7 @@ from alpaca_broker.schema import (
     ORDER_UPDATE_TYPE,
 )
 from tasks.encoding import encode_event, hash_value
-from tasks.timestamps import format_ns, format_received, to_ns
+from tasks.timestamps import event_times
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +137,7 @@ def normalize_order(data: Any, received_at_ns: Any, source: Any) -> dict[str, An
         # Older messages omit `timestamp` on some events (e.g. `new`); the order's
         # `updated_at` is when that state began.
         raw_ts = order.get("updated_at")
-    try:
-        ts_ns = to_ns(raw_ts)
-        timestamp = format_ns(ts_ns)
-    except ValueError as exc:
-        raise MalformedMessage("order: bad timestamp", str(exc), data) from None
-    try:
-        received_at = format_received(received_at_ns)
-    except ValueError as exc:
-        raise MalformedMessage("order: bad received_at", str(exc), data) from None
+    ts_ns, timestamp, received_at = event_times(raw_ts, received_at_ns, data, "order: ")
     _check_fields(data, order)
     event: dict[str, Any] = {
         "type": ORDER_UPDATE_TYPE,

@@ -13,7 +13,7 @@ from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
 from tasks.encoding import encode_event
 from tasks.families import DEFAULT_FAMILY, DEFAULT_SOURCE, FAMILIES, MARKET_SOURCES
-from tasks.timestamps import format_ns, format_received, to_ns
+from tasks.timestamps import event_times
 
 
 class PriceEvent(NamedTuple):
@@ -68,15 +68,7 @@ def normalize_price(
     symbol = raw["S"]
     if type(symbol) is not str or not symbol:
         raise MalformedMessage("bad symbol", f"S={excerpt(symbol, 40)}", raw)
-    try:
-        ts_ns = to_ns(raw["t"])
-        timestamp = format_ns(ts_ns)
-    except ValueError as exc:
-        raise MalformedMessage("bad timestamp", str(exc), raw) from None
-    try:
-        received_at = format_received(received_at_ns)
-    except ValueError as exc:
-        raise MalformedMessage("bad received_at", str(exc), raw) from None
+    ts_ns, timestamp, received_at = event_times(raw["t"], received_at_ns, raw)
     event: dict[str, Any] = {
         "type": kind.type,
         "symbol": symbol,

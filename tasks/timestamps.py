@@ -9,9 +9,11 @@ The supported range is 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, s
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from msgpack import Timestamp
+
+from alpaca_broker.errors import MalformedMessage
 
 NS_PER_SECOND: Final = 1_000_000_000
 _SECONDS_PER_DAY: Final = 86_400
@@ -163,3 +165,21 @@ def to_ns(value: object) -> int:
     if not MIN_NS <= ns <= MAX_NS:
         raise ValueError(f"timestamp out of range: {ns}")
     return ns
+
+
+def event_times(
+    ts: object, received_at_ns: object, raw: Any, what: str = ""
+) -> tuple[int, str, str]:
+    """An event's ``ts_ns``, ``timestamp`` and ``received_at`` from its message time ``ts``
+    and its receive time in ns; raises MalformedMessage (reason ``{what}bad timestamp`` or
+    ``{what}bad received_at``, ``raw`` attached) naming whichever is bad."""
+    try:
+        ts_ns = to_ns(ts)
+        timestamp = format_ns(ts_ns)
+    except ValueError as exc:
+        raise MalformedMessage(f"{what}bad timestamp", str(exc), raw) from None
+    try:
+        received_at = format_received(received_at_ns)
+    except ValueError as exc:
+        raise MalformedMessage(f"{what}bad received_at", str(exc), raw) from None
+    return ts_ns, timestamp, received_at

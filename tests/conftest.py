@@ -44,11 +44,15 @@ def redis_url(redis_server: RedisServer | None) -> str:
     return url
 
 
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def _client(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    yield from _client(redis_url)
 
 
 @pytest.fixture
@@ -58,6 +62,12 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop(kill=True)
+
+
+@pytest.fixture
+def own_client(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    """A client of ``own_redis`` (it reconnects when the test restarts the server)."""
+    yield from _client(own_redis.url)
 
 
 @pytest.fixture

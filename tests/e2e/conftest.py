@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alpaca_broker.redis_server import RedisServer
 from simulator.api import Simulator
 from tests.harness.event_check import EventWatcher, event_validator, invalid_events
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
+from tests.harness.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -39,6 +43,28 @@ def producer_factory(tmp_path: Path) -> Iterator[Callable[..., ProducerProcess]]
     yield factory
     for producer in started:
         producer.stop()
+
+
+@pytest.fixture
+def pipeline_on(
+    sim: Simulator,
+    worker_factory: Callable[..., WorkerProcess],
+    producer_factory: Callable[..., ProducerProcess],
+) -> Callable[[str], Pipeline]:
+    """``pipeline_on(url)``: workers and producers on that Redis and this test's ``sim``."""
+    return partial(Pipeline, sim=sim, workers=worker_factory, producers=producer_factory)
+
+
+@pytest.fixture
+def pipeline(pipeline_on: Callable[[str], Pipeline], redis_url: str) -> Pipeline:
+    """Workers and producers on this test's database (``redis_url``) and ``sim``."""
+    return pipeline_on(redis_url)
+
+
+@pytest.fixture
+def own_pipeline(pipeline_on: Callable[[str], Pipeline], own_redis: RedisServer) -> Pipeline:
+    """Workers and producers on the test's own Redis server (``own_redis``) and ``sim``."""
+    return pipeline_on(own_redis.url)
 
 
 @pytest.fixture(autouse=True)

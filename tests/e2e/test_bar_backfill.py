@@ -13,6 +13,7 @@ import redis
 from alpaca_broker.keys import Keys
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 
@@ -25,7 +26,7 @@ FRESH_MINUTES = 5
 
 
 @pytest.fixture
-def fast_sim() -> Iterator[Simulator]:
+def sim() -> Iterator[Simulator]:
     """A synthetic market whose clock runs 60 times fast: one bar a second."""
     with Simulator(synthetic=True, rate=5, clock_speed=60, seed=7) as simulator:
         yield simulator
@@ -59,17 +60,28 @@ def contiguous(rows: list[tuple[int, dict[str, Any]]]) -> bool:
     return scores == list(range(scores[0], scores[-1] + MINUTE_MS, MINUTE_MS))
 
 
+def backfilled_gap(
+    sim: Simulator, client: redis.Redis, held: int, at_least: int
+) -> tuple[list[int], list[tuple[int, dict[str, Any]]]]:
+    """The minutes the first successful bars request fetched (starting the minute after the
+    ``held`` one, ``at_least`` of them), and the history once the stream has passed them
+    (contiguous)."""
+    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 30)
+    gap = minutes_of(sim.bars_requests()[0])
+    assert gap[0] == held + MINUTE_MS
+    assert len(gap) >= at_least
+    wait_until(lambda: history(client)[-1][0] > gap[-1] + MINUTE_MS, 30)
+    rows = history(client)
+    assert contiguous(rows), [s for s, _ in rows]
+    return gap, rows
+
+
 def test_an_outage_is_backfilled_once_and_a_fresh_start_fetches_the_window(
-    fast_sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Any,
-    producer_factory: Any,
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    sim = fast_sim
     listener = ChannelListener(redis_client)
-    worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    pipeline.worker(queues="prices")
+    producer = pipeline.producer(streams="prices", **env(sim))
     producer.wait_connected("prices")
 
     # A fresh start with an empty Redis fetches BAR_BACKFILL_MINUTES of history.
@@ -88,14 +100,8 @@ def test_an_outage_is_backfilled_once_and_a_fresh_start_fetches_the_window(
     wait_until(lambda: sim.market_now_ns() > outage_from + 6 * 60 * 10**9, 20)
     sim.clear_upgrade_rejections("data")
     producer.wait_connected("prices", timeout=60)
-    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 30)
-    gap = minutes_of(sim.bars_requests()[0])
-    assert gap[0] == before + MINUTE_MS
-    assert len(gap) >= 5
-    wait_until(lambda: history(redis_client)[-1][0] > gap[-1] + MINUTE_MS, 30)
+    gap, rows = backfilled_gap(sim, redis_client, before, at_least=5)
 
-    rows = history(redis_client)
-    assert contiguous(rows), [s for s, _ in rows]
     backfilled = [s for s, e in rows if e["source"] == "backfill"]
     assert [s for s in backfilled if s > before] == gap
     assert len(sim.bars_requests()) == 1
@@ -108,18 +114,13 @@ def test_an_outage_is_backfilled_once_and_a_fresh_start_fetches_the_window(
 
 
 def test_rest_errors_during_backfill_are_retried_and_nothing_is_duplicated(
-    fast_sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Any,
-    producer_factory: Any,
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    sim = fast_sim
     listener = ChannelListener(redis_client)
     sim.fail_bars(count=1, status=500)
     sim.fail_bars(count=1, status=429, retry_after=1)
-    worker_factory(redis_url, queues="prices")
-    producer = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    pipeline.worker(queues="prices")
+    producer = pipeline.producer(streams="prices", **env(sim))
     producer.wait_connected("prices")
     streamed = wait_until(
         lambda: [e for e in listener.drain() if e["type"] == "bar" and e["source"] == "stream"],
@@ -147,15 +148,10 @@ def _backfill(producer: ProducerProcess, stream: str = "prices") -> dict[str, An
 
 
 def test_a_producer_restarted_after_a_pause_fills_the_pause(
-    fast_sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Any,
-    producer_factory: Any,
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    sim = fast_sim
-    worker_factory(redis_url, queues="prices")
-    first = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    pipeline.worker(queues="prices")
+    first = pipeline.producer(streams="prices", **env(sim))
     first.wait_connected("prices")
     wait_until(lambda: len(history(redis_client)) >= FRESH_MINUTES + 2, 30)
     first.stop()
@@ -163,29 +159,19 @@ def test_a_producer_restarted_after_a_pause_fills_the_pause(
     wait_until(lambda: sim.market_now_ns() > paused_from + 5 * 60 * 10**9, 20)
     held = history(redis_client)[-1][0]
     sim.clear_bars_requests()
-    second = producer_factory(redis_url, sim, streams="prices", **env(sim))
+    second = pipeline.producer(streams="prices", **env(sim))
     second.wait_connected("prices")
-    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 30)
-    gap = minutes_of(sim.bars_requests()[0])
-    assert gap[0] == held + MINUTE_MS
-    assert len(gap) >= 4
-    wait_until(lambda: history(redis_client)[-1][0] > gap[-1] + MINUTE_MS, 30)
-    rows = history(redis_client)
-    assert contiguous(rows)
+    gap, rows = backfilled_gap(sim, redis_client, held, at_least=4)
     assert {s for s, e in rows if e["source"] == "backfill" and s > held} == set(gap)
 
 
 def test_a_fresh_crypto_start_fetches_its_window_from_the_crypto_bars_api(
-    fast_sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Any,
-    producer_factory: Any,
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    sim, pair = fast_sim, "BTC/USD"
-    worker_factory(redis_url, queues="prices")
+    pair = "BTC/USD"
+    pipeline.worker(queues="prices")
     crypto = {"ALPACA_CRYPTO_SYMBOLS": pair, "ALPACA_CRYPTO_CHANNELS": "trades,bars"}
-    producer = producer_factory(redis_url, sim, streams="crypto", **env(sim), **crypto)
+    producer = pipeline.producer(streams="crypto", **env(sim), **crypto)
     producer.wait_connected("crypto")
     wait_until(lambda: _backfill(producer, "crypto").get("runs", 0) >= 1, 30)
     request = next(r for r in sim.bars_requests() if r.status == 200)

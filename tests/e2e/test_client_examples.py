@@ -15,12 +15,11 @@ import redis
 
 from alpaca_broker.client import BrokerClient, Gap
 from alpaca_broker.keys import PRICES_BATCH_TASK, PRICES_QUEUE, Keys
-from alpaca_broker.redis_server import RedisServer
 from alpaca_broker.settings import Settings
 from celery_app import create_app
 from simulator.api import Simulator
 from tests.harness.faults import wait_orders_settled
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
 from tests.tasks.payloads import bar
@@ -43,19 +42,14 @@ def _drops(client: redis.Redis) -> int:
 
 
 def test_slow_market_consumer_dropped_by_redis_resubscribes_and_reports_the_gap(
-    sim: Simulator,
-    own_redis: RedisServer,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, own_client: redis.Redis, own_pipeline: Pipeline
 ) -> None:
-    url = own_redis.url
-    admin = redis.Redis.from_url(url, decode_responses=True)
-    admin.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 2")
-    worker_factory(url, queues=PRICES_QUEUE)
+    own_client.config_set("client-output-buffer-limit", "pubsub 256kb 128kb 2")
+    own_pipeline.worker(queues=PRICES_QUEUE)
     sim.set_market_rate(2000)
     sim.set_market(True)
-    producer = producer_factory(
-        url, sim, streams="prices", ALPACA_SYMBOLS="*", ALPACA_DATA_CHANNELS="trades,quotes"
+    producer = own_pipeline.producer(
+        streams="prices", ALPACA_SYMBOLS="*", ALPACA_DATA_CHANNELS="trades,quotes"
     )
     producer.wait_connected("prices")
     events: list[Any] = []
@@ -64,7 +58,7 @@ def test_slow_market_consumer_dropped_by_redis_resubscribes_and_reports_the_gap(
     def on_event(event: Any) -> None:
         events.append(event)
         if len(events) == 1:  # a consumer stuck in its handler: Redis must drop it
-            wait_until(lambda: _drops(admin) >= 1, 60, interval=0.2, message="dropped")
+            wait_until(lambda: _drops(own_client) >= 1, 60, interval=0.2, message="dropped")
 
     events_before_gap: list[int] = []
 
@@ -75,7 +69,7 @@ def test_slow_market_consumer_dropped_by_redis_resubscribes_and_reports_the_gap(
         gaps.append(gap)
         events_before_gap.append(len(events))
 
-    client = BrokerClient.from_url(url)
+    client = BrokerClient.from_url(own_pipeline.url)
     example("market_events").follow(client, None, on_event, on_gap, done)
     assert len(gaps) == 1
     assert gaps[0].resumed_at >= gaps[0].lost_at
@@ -85,15 +79,10 @@ def test_slow_market_consumer_dropped_by_redis_resubscribes_and_reports_the_gap(
 
 
 def test_order_consumer_restarted_mid_stream_sees_every_event_once(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, tmp_path: Path, pipeline: Pipeline
 ) -> None:
-    worker_factory(redis_url, queues="orders")
-    producer = producer_factory(redis_url, sim, streams="orders", RECONCILE_INTERVAL="3600")
+    pipeline.worker(queues="orders")
+    producer = pipeline.producer(streams="orders", RECONCILE_INTERVAL="3600")
     producer.wait_connected("orders")
     consumer = example("order_consumer")
     checkpoint = tmp_path / "orders.checkpoint"
@@ -103,7 +92,7 @@ def test_order_consumer_restarted_mid_stream_sees_every_event_once(
         handled.append((entry_id, json.dumps(event, sort_keys=True)))
 
     sim.set_order_flow(20)
-    first = BrokerClient.from_url(redis_url)
+    first = BrokerClient.from_url(pipeline.url)
     consumer.consume(first, checkpoint, handle, lambda: len(handled) >= 5)
     first.close()  # the consumer stops mid-stream; orders keep flowing
     wait_until(lambda: redis_client.xlen(KEYS.orders_events) >= 20, 30, message="more orders")
@@ -115,7 +104,7 @@ def test_order_consumer_restarted_mid_stream_sees_every_event_once(
         message="every emitted event published",
     )
     total = redis_client.xlen(KEYS.orders_events)
-    second = BrokerClient.from_url(redis_url)
+    second = BrokerClient.from_url(pipeline.url)
     consumer.consume(second, checkpoint, handle, lambda: len(handled) >= total)
     second.close()
     stream = [(i, json.dumps(json.loads(f["event"]), sort_keys=True))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import msgpack
 import pytest
 
 from simulator.api import Simulator
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
 
 DEEP = 200_000  # far past Python's recursion limit
@@ -16,25 +16,26 @@ OTHER = {"ALPACA_CRYPTO_SYMBOLS": "BTC/USD", "ALPACA_NEWS_SYMBOLS": "*"}
 
 
 @pytest.fixture
-def market() -> Iterator[Simulator]:
+def sim() -> Iterator[Simulator]:
+    """A synthetic market, so that valid data flows around the bad frames."""
     with Simulator(synthetic=True, rate=50, seed=5) as simulator:
         yield simulator
 
 
 @pytest.mark.slow
 def test_deeply_nested_and_garbage_frames_on_every_stream_are_counted_and_skipped(
-    market: Simulator, redis_url: str, producer_factory: Callable[..., ProducerProcess]
+    sim: Simulator, pipeline: Pipeline
 ) -> None:
     streams = ("prices", "orders", "crypto", "news")
-    producer = producer_factory(redis_url, market, streams=",".join(streams), **OTHER)
+    producer = pipeline.producer(streams=",".join(streams), **OTHER)
     producer.wait_connected(*streams, timeout=30)
     nested_json = "[" * DEEP + "]" * DEEP
     nested_msgpack = b"\x91" * DEEP + b"\x90"  # arrays in arrays: msgpack refuses the depth
-    market.push_raw(nested_json, stream="trading")
-    market.push_raw(b"\xc1 not json", stream="trading")
+    sim.push_raw(nested_json, stream="trading")
+    sim.push_raw(b"\xc1 not json", stream="trading")
     for stream in ("data", "crypto", "news"):
-        market.push_raw(nested_msgpack, stream=stream)
-        market.push_raw(msgpack.packb([{"T": 1}]), stream=stream)
+        sim.push_raw(nested_msgpack, stream=stream)
+        sim.push_raw(msgpack.packb([{"T": 1}]), stream=stream)
 
     def counted() -> bool:
         health = producer.health()["streams"]
@@ -45,5 +46,5 @@ def test_deeply_nested_and_garbage_frames_on_every_stream_are_counted_and_skippe
     assert all(t["restarts"] == 0 for t in threads.values()), threads
     before = producer.health()["streams"]["prices"]["received"]
     wait_until(lambda: producer.health()["streams"]["prices"]["received"] > before, 15)
-    market.orders.submit("AAPL", qty="1")
+    sim.orders.submit("AAPL", qty="1")
     wait_until(lambda: producer.health()["streams"]["orders"]["received"] >= 1, 15)

@@ -19,9 +19,10 @@ from simulator import assetmsgs as am
 from simulator.api import Simulator
 from simulator.bars import MinuteBar
 from tests.e2e.test_price_pipeline import ChannelListener
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import TEST_KEY, TEST_SECRET, ProducerProcess
 from tests.harness.wait import wait_until
-from tests.harness.workers import REPO, WorkerProcess, process_env
+from tests.harness.workers import REPO, process_env
 
 KEYS = Keys()
 
@@ -133,17 +134,13 @@ def _article(updated_ns: int, created_ns: int) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_every_crypto_option_and_news_message_type_reaches_its_outputs_once(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    worker_factory(redis_url, queues="prices,orders")
+    pipeline.worker(queues="prices,orders")
     listener = ChannelListener(redis_client)
     news_channel = redis_client.pubsub(ignore_subscribe_messages=True)
     news_channel.subscribe(KEYS.news_channel)
-    producer = producer_factory(redis_url, sim, streams="crypto,options,news", **SCRIPTED)
+    producer = pipeline.producer(streams="crypto,options,news", **SCRIPTED)
     producer.wait_connected("crypto", "options", "news", timeout=30)
     wait_until(lambda: len(sim.subscriptions()) == 3, 10, message="three subscriptions")
     ts = time.time_ns()
@@ -196,14 +193,13 @@ def test_every_crypto_option_and_news_message_type_reaches_its_outputs_once(
 
 @pytest.mark.slow
 def test_a_406_on_the_crypto_connection_delays_only_crypto_while_stocks_flow(
-    sim: Simulator, redis_url: str, producer_factory: Callable[..., ProducerProcess]
+    sim: Simulator, pipeline: Pipeline
 ) -> None:
     sim.hold_slot(TEST_KEY, feed="crypto/us", seconds=60)
     sim.set_market(True)
-    producer = producer_factory(
-        redis_url, sim, streams="prices,crypto", ALPACA_CRYPTO_SYMBOLS=CRYPTO,
-        ALPACA_CONNECTION_LIMIT_WAIT="60",
-    )  # fmt: skip
+    producer = pipeline.producer(
+        streams="prices,crypto", ALPACA_CRYPTO_SYMBOLS=CRYPTO, ALPACA_CONNECTION_LIMIT_WAIT="60"
+    )
     producer.wait_connected("prices")
     wait_until(lambda: producer.health()["streams"]["prices"]["received"] > 0, 15)
     wait_until(lambda: sim.stats()["errors_sent"].get(406, 0) >= 1, 15, message="crypto 406")

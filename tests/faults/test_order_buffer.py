@@ -4,7 +4,6 @@ the next producer's reconciliation (docs/reliability.md, "Order buffer")."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -13,9 +12,8 @@ from alpaca_broker.keys import ORDERS_QUEUE, Keys
 from alpaca_broker.redis_server import RedisServer
 from simulator.api import Simulator
 from tests.harness.faults import order_stream, wait_producer_running
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
-from tests.harness.workers import WorkerProcess
 
 pytestmark = pytest.mark.faults
 
@@ -23,15 +21,12 @@ KEYS = Keys()
 
 
 def test_order_events_buffered_while_redis_was_down_and_lost_at_exit_are_recovered(
-    sim: Simulator,
-    own_redis: RedisServer,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, own_redis: RedisServer, own_client: redis.Redis, own_pipeline: Pipeline
 ) -> None:
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    worker_factory(own_redis.url, queues=ORDERS_QUEUE)
+    client = own_client
+    own_pipeline.worker(queues=ORDERS_QUEUE)
     env = {"RECONCILE_INTERVAL": "3600", "SHUTDOWN_TIMEOUT": "2"}
-    first = producer_factory(own_redis.url, sim, streams="orders", **env)
+    first = own_pipeline.producer(streams="orders", **env)
     first.wait_connected("orders")
     order = sim.orders.submit("AAPL", qty="10")["id"]
     wait_until(lambda: client.hget(KEYS.order(order), "status") == "new", 15)
@@ -43,7 +38,7 @@ def test_order_events_buffered_while_redis_was_down_and_lost_at_exit_are_recover
     assert "events unsent" in first.log()
 
     own_redis.start()
-    second = producer_factory(own_redis.url, sim, streams="orders", **env)
+    second = own_pipeline.producer(streams="orders", **env)
     wait_producer_running(second, "orders")
     wait_until(lambda: client.hget(KEYS.order(order), "status") == "filled", 30)
     events = order_stream(client)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from alpaca_broker.keys import ORDERS_QUEUE, Keys
+from alpaca_broker.keys import Keys
 from simulator.api import Simulator
 from tests.harness.faults import order_stream, stream_key, wait_producer_running
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
@@ -35,19 +36,11 @@ def _kill(producer: ProducerProcess, sim: Simulator) -> None:
 
 
 @pytest.fixture
-def worker(redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
-    return worker_factory(redis_url, queues=ORDERS_QUEUE)
-
-
-@pytest.fixture
 def start_producer(
-    sim: Simulator,
-    redis_url: str,
-    worker: WorkerProcess,
-    producer_factory: Callable[..., ProducerProcess],
+    pipeline: Pipeline, orders_worker: WorkerProcess
 ) -> Callable[[], ProducerProcess]:
     """Starts an orders producer (the worker runs already)."""
-    return lambda: producer_factory(redis_url, sim, streams="orders", **ORDER_ENV)
+    return lambda: pipeline.producer(streams="orders", **ORDER_ENV)
 
 
 def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(

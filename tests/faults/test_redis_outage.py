@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -21,9 +20,8 @@ from tests.harness.faults import (
     wait_orders_settled,
     wait_reconciled_once,
 )
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
-from tests.harness.workers import WorkerProcess
 
 pytestmark = pytest.mark.faults
 
@@ -35,19 +33,15 @@ OUTAGE_SECONDS = 30
 
 
 def test_redis_down_thirty_seconds_prices_resume_and_every_order_event_arrives_once(
-    sim: Simulator,
-    own_redis: RedisServer,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, own_redis: RedisServer, own_client: redis.Redis, own_pipeline: Pipeline
 ) -> None:
-    url = own_redis.url
-    client = redis.Redis.from_url(url, decode_responses=True)
-    worker_factory(url, queues=PRICES_QUEUE, name="prices", env=SHORT_VISIBILITY)
-    worker_factory(url, queues=ORDERS_QUEUE, name="orders", env=SHORT_VISIBILITY)
+    client = own_client
+    own_pipeline.worker(queues=PRICES_QUEUE, name="prices", env=SHORT_VISIBILITY)
+    own_pipeline.worker(queues=ORDERS_QUEUE, name="orders", env=SHORT_VISIBILITY)
     sim.set_market_rate(MARKET_RATE)
     sim.set_market(True)
-    producer = producer_factory(
-        url, sim, ALPACA_SYMBOLS="AAPL,MSFT", ALPACA_DATA_CHANNELS="trades,quotes",
+    producer = own_pipeline.producer(
+        ALPACA_SYMBOLS="AAPL,MSFT", ALPACA_DATA_CHANNELS="trades,quotes",
         PRICE_BUFFER_SIZE="1000", RECONCILE_INTERVAL="3600",
     )  # fmt: skip
     producer.wait_connected("prices", "orders")

@@ -4,7 +4,7 @@ pipeline goes on (other listeners keep receiving, the producer's buffer stays sm
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,9 +13,8 @@ from alpaca_broker.keys import PRICES_QUEUE, Keys
 from alpaca_broker.redis_server import RedisServer
 from simulator.api import Simulator
 from tests.e2e.test_price_pipeline import ChannelListener
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
-from tests.harness.workers import WorkerProcess
 
 pytestmark = pytest.mark.faults
 
@@ -54,21 +53,19 @@ def _connected(client: redis.Redis, name: str) -> bool:
 
 def test_slow_pubsub_subscriber_is_dropped_by_redis_and_the_pipeline_does_not_stall(
     sim: Simulator,
-    own_redis: RedisServer,
+    own_client: redis.Redis,
+    own_pipeline: Pipeline,
     slow_subscriber: socket.socket,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
 ) -> None:
-    url = own_redis.url
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = own_client
     client.config_set("client-output-buffer-limit", PUBSUB_LIMIT)
     wait_until(lambda: _connected(client, SLOW_NAME), 5, message="the slow subscriber is in")
     healthy = ChannelListener(client)
-    worker_factory(url, queues=PRICES_QUEUE)
+    own_pipeline.worker(queues=PRICES_QUEUE)
     sim.set_market_rate(MARKET_RATE)
     sim.set_market(True)
-    producer = producer_factory(
-        url, sim, streams="prices", ALPACA_SYMBOLS="*", ALPACA_DATA_CHANNELS="trades,quotes"
+    producer = own_pipeline.producer(
+        streams="prices", ALPACA_SYMBOLS="*", ALPACA_DATA_CHANNELS="trades,quotes"
     )
     producer.wait_connected("prices")
     buffered: list[int] = []

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from alpaca_broker.keys import ORDERS_QUEUE, Keys
+from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer
 from simulator.api import Simulator
 from tests.harness.faults import order_stream, stream_key
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
 from tests.harness.proxy import TcpProxy
 from tests.harness.wait import wait_until
@@ -32,13 +33,10 @@ TTL = 3
 Pair = tuple[ProducerProcess, ProducerProcess]
 
 
-def _pair(
-    factory: Callable[..., ProducerProcess], redis_url: str, sim: Simulator
-) -> dict[str, ProducerProcess]:
+def _pair(pipeline: Pipeline) -> dict[str, ProducerProcess]:
     env = {"PRODUCER_LEASE": LEASE, "LEASE_TTL": str(TTL), "RECONCILE_INTERVAL": "3600"}
     return {
-        name: factory(redis_url, sim, streams="orders", PRODUCER_NAME=name, **env)
-        for name in ("a", "b")
+        name: pipeline.producer(streams="orders", PRODUCER_NAME=name, **env) for name in ("a", "b")
     }
 
 
@@ -77,19 +75,9 @@ def _holder_and_standby(
 
 
 @pytest.fixture
-def worker(redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
-    return worker_factory(redis_url, queues=ORDERS_QUEUE)
-
-
-@pytest.fixture
-def pair(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    producer_factory: Callable[..., ProducerProcess],
-) -> Pair:
+def pair(pipeline: Pipeline, redis_client: redis.Redis) -> Pair:
     """Two producers on one lease, settled: the holder (connected) and the standby."""
-    holder, standby = _holder_and_standby(_pair(producer_factory, redis_url, sim), redis_client)
+    holder, standby = _holder_and_standby(_pair(pipeline), redis_client)
     holder.wait_connected("orders")
     return holder, standby
 
@@ -133,7 +121,7 @@ def test_holder_stopped_with_sigterm_the_standby_connects_within_3s_of_the_relea
 
 
 def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_is_lost(
-    sim: Simulator, redis_client: redis.Redis, worker: WorkerProcess, pair: Pair
+    sim: Simulator, redis_client: redis.Redis, orders_worker: WorkerProcess, pair: Pair
 ) -> None:
     holder, standby = pair
     book = sim.orders
@@ -168,12 +156,13 @@ def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_i
 
 
 def _prices_pair(
-    factory: Callable[..., ProducerProcess], sim: Simulator, urls: dict[str, str], **env: str
+    pipeline_on: Callable[[str], Pipeline], urls: dict[str, str], **env: str
 ) -> dict[str, ProducerProcess]:
-    """Producers a and b on the price stream (one connection per key: a second gets 406)."""
+    """Producers a and b on the price stream (one connection per key: a second gets 406), each
+    on its Redis URL."""
     common = {"PRODUCER_LEASE": LEASE, "LEASE_TTL": str(TTL), **env}
     return {
-        name: factory(url, sim, streams="prices", PRODUCER_NAME=name, **common)
+        name: pipeline_on(url).producer(streams="prices", PRODUCER_NAME=name, **common)
         for name, url in urls.items()
     }
 
@@ -182,17 +171,17 @@ def test_holder_cut_off_from_redis_closes_its_alpaca_socket_and_the_other_takes_
     sim: Simulator,
     redis_url: str,
     redis_client: redis.Redis,
-    producer_factory: Callable[..., ProducerProcess],
+    pipeline_on: Callable[[str], Pipeline],
 ) -> None:
     target = redis.connection.parse_url(redis_url)
     with TcpProxy((target["host"], target["port"])) as proxy:
         # a reaches Redis only through the proxy; a 406 would cost b a minute, so b connecting
         # quickly proves a closed its socket.
         slow_406 = {"ALPACA_CONNECTION_LIMIT_WAIT": "60"}
-        a = _prices_pair(producer_factory, sim, {"a": proxy.url()}, **slow_406)
+        a = _prices_pair(pipeline_on, {"a": proxy.url()}, **slow_406)
         wait_until(lambda: _lease(redis_client).get("holder") == "a", 20, message="a holds")
         a["a"].wait_connected("prices")
-        b = _prices_pair(producer_factory, sim, {"b": redis_url}, **slow_406)
+        b = _prices_pair(pipeline_on, {"b": redis_url}, **slow_406)
         wait_until(lambda: b["b"].health().get("role") == "standby", 20, message="b waits")
         proxy.cut()
         cut = time.monotonic()
@@ -206,11 +195,12 @@ def test_holder_cut_off_from_redis_closes_its_alpaca_socket_and_the_other_takes_
 def test_redis_restarted_while_both_run_leaves_exactly_one_holder_and_data_flows(
     sim: Simulator,
     own_redis: RedisServer,
-    producer_factory: Callable[..., ProducerProcess],
+    own_client: redis.Redis,
+    pipeline_on: Callable[[str], Pipeline],
 ) -> None:
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client = own_client
     sim.set_market(True)
-    producers = _prices_pair(producer_factory, sim, {"a": own_redis.url, "b": own_redis.url})
+    producers = _prices_pair(pipeline_on, {"a": own_redis.url, "b": own_redis.url})
     _holder_and_standby(producers, client)
     own_redis.restart(kill=True)
     holder, _ = _holder_and_standby(producers, client)
@@ -228,12 +218,11 @@ def test_new_holder_waits_out_alpacas_406_window_once_for_a_dead_holders_unreape
     sim: Simulator,
     redis_url: str,
     redis_client: redis.Redis,
-    producer_factory: Callable[..., ProducerProcess],
+    pipeline_on: Callable[[str], Pipeline],
 ) -> None:
     reap, wait = 6.0, 4.0
     producers = _prices_pair(
-        producer_factory,
-        sim,
+        pipeline_on,
         {"a": redis_url, "b": redis_url},
         ALPACA_CONNECTION_LIMIT_WAIT=str(wait),
     )

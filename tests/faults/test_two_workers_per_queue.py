@@ -8,7 +8,6 @@ import copy
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ from tests.harness.faults import (
     wait_orders_settled,
     wait_reconciled_once,
 )
-from tests.harness.producer import ProducerProcess
+from tests.harness.pipeline import Pipeline
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
 
@@ -42,11 +41,9 @@ MARKET_RATE = 1000
 
 
 @pytest.fixture
-def two_workers_per_queue(
-    redis_url: str, worker_factory: Callable[..., WorkerProcess]
-) -> dict[str, list[WorkerProcess]]:
+def two_workers_per_queue(pipeline: Pipeline) -> dict[str, list[WorkerProcess]]:
     return {
-        queue: [worker_factory(redis_url, queues=queue, name=f"{queue}-{i}") for i in (1, 2)]
+        queue: [pipeline.worker(queues=queue, name=f"{queue}-{i}") for i in (1, 2)]
         for queue in (PRICES_QUEUE, ORDERS_QUEUE)
     }
 
@@ -64,17 +61,16 @@ def _late_copy(envelope: dict[str, Any]) -> dict[str, Any]:
 
 def test_two_workers_per_queue_keep_order_events_once_and_neither_hash_regresses(
     sim: Simulator,
-    redis_url: str,
     redis_client: redis.Redis,
+    pipeline: Pipeline,
     two_workers_per_queue: dict[str, list[WorkerProcess]],
-    producer_factory: Callable[..., ProducerProcess],
 ) -> None:
     listener = ChannelListener(redis_client)
     sim.set_market_rate(MARKET_RATE)
     sim.set_market(True)
-    producer = producer_factory(
-        redis_url, sim, ALPACA_SYMBOLS=",".join(SYMBOLS),
-        ALPACA_DATA_CHANNELS="trades,quotes,bars", RECONCILE_INTERVAL="3600",
+    producer = pipeline.producer(
+        ALPACA_SYMBOLS=",".join(SYMBOLS), ALPACA_DATA_CHANNELS="trades,quotes,bars",
+        RECONCILE_INTERVAL="3600",
     )  # fmt: skip
     producer.wait_connected("prices", "orders")
     wait_reconciled_once(sim)
@@ -141,24 +137,19 @@ def test_two_workers_per_queue_keep_order_events_once_and_neither_hash_regresses
 
 
 def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing_doubles(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    prices = [worker_factory(redis_url, queues=PRICES_QUEUE, name=f"prices-{i}") for i in (1, 2)]
+    prices = [pipeline.worker(queues=PRICES_QUEUE, name=f"prices-{i}") for i in (1, 2)]
     orders = [
-        worker_factory(redis_url, queues=ORDERS_QUEUE, name=f"orders-{i}", env=SHORT_VISIBILITY)
+        pipeline.worker(queues=ORDERS_QUEUE, name=f"orders-{i}", env=SHORT_VISIBILITY)
         for i in (1, 2)
     ]
     listener = ChannelListener(redis_client)
     sim.set_market_rate(500)
     sim.set_market(True)
-    producer = producer_factory(
-        redis_url, sim, ALPACA_SYMBOLS=",".join(SYMBOLS), ALPACA_DATA_CHANNELS="trades",
-        RECONCILE_INTERVAL="3600",
-    )  # fmt: skip
+    producer = pipeline.producer(
+        ALPACA_SYMBOLS=",".join(SYMBOLS), ALPACA_DATA_CHANNELS="trades", RECONCILE_INTERVAL="3600"
+    )
     producer.wait_connected("prices", "orders")
     wait_reconciled_once(sim)
     sim.set_order_flow(20)

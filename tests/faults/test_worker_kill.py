@@ -27,6 +27,7 @@ from tests.harness.faults import (
     wait_orders_settled,
     wait_reconciled_once,
 )
+from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
@@ -104,17 +105,24 @@ def test_price_worker_sigkilled_mid_batch_loses_exactly_the_batch_in_hand(
     assert 0 <= int(record["oldest_age_ns"]) < 20 * 10**9
 
 
-def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_event(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
-) -> None:
-    first = worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-a", env=SHORT_VISIBILITY)
-    producer = producer_factory(redis_url, sim, streams="orders", RECONCILE_INTERVAL="3600")
+def _orders_worker(pipeline: Pipeline, name: str) -> WorkerProcess:
+    return pipeline.worker(queues=ORDERS_QUEUE, name=name, env=SHORT_VISIBILITY)
+
+
+def _start_orders(pipeline: Pipeline) -> tuple[WorkerProcess, ProducerProcess]:
+    """Worker orders-a and an orders producer, connected and past its start-up reconciliation
+    (before REST requests are counted by a test)."""
+    worker = _orders_worker(pipeline, "orders-a")
+    producer = pipeline.producer(streams="orders", RECONCILE_INTERVAL="3600")
     producer.wait_connected("orders")
-    wait_reconciled_once(sim)
+    wait_reconciled_once(pipeline.sim)
+    return worker, producer
+
+
+def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_event(
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
+) -> None:
+    first, _ = _start_orders(pipeline)
     sim.set_order_flow(20)
     wait_until(lambda: redis_client.xlen(KEYS.orders_events) >= 20, 20, message="orders flow")
 
@@ -124,7 +132,7 @@ def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_
     wait_until(lambda: len(sim.orders.events()) >= emitted_at_kill + 20, 20, message="more events")
     assert redis_client.llen(ORDERS_QUEUE) >= 1
 
-    worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-b", env=SHORT_VISIBILITY)
+    _orders_worker(pipeline, "orders-b")
     wait_until(
         lambda: len(sim.orders.events()) >= emitted_at_kill + 40, 20, message="flow continues"
     )
@@ -138,16 +146,9 @@ def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_
 
 
 def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fill_once(
-    sim: Simulator,
-    redis_url: str,
-    redis_client: redis.Redis,
-    worker_factory: Callable[..., WorkerProcess],
-    producer_factory: Callable[..., ProducerProcess],
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    first = worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-a", env=SHORT_VISIBILITY)
-    producer = producer_factory(redis_url, sim, streams="orders", RECONCILE_INTERVAL="3600")
-    producer.wait_connected("orders")
-    wait_reconciled_once(sim)  # the start-up pass, before REST requests are counted below
+    first, producer = _start_orders(pipeline)
     order = sim.orders.submit("AAPL", qty="10")
     wait_until(lambda: redis_client.hget(KEYS.order(order["id"]), "status") == "new", 15)
 
@@ -176,7 +177,7 @@ def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fi
     )
     wait_until(lambda: redis_client.llen(ORDERS_QUEUE) == 2, 10, message="both fills queued")
 
-    worker_factory(redis_url, queues=ORDERS_QUEUE, name="orders-b", env=SHORT_VISIBILITY)
+    _orders_worker(pipeline, "orders-b")
     wait_until(
         lambda: redis_client.hget(KEYS.order(order["id"]), "status") == "filled",
         15,

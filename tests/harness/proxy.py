@@ -6,7 +6,6 @@ import contextlib
 import selectors
 import socket
 import threading
-from types import TracebackType
 from typing import cast
 
 
@@ -66,12 +65,7 @@ class TcpProxy:
     def __enter__(self) -> TcpProxy:
         return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

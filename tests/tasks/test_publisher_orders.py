@@ -15,7 +15,7 @@ from tasks.order_events import OrderEvent, prepare_order
 from tasks.publisher import OrderResult, Publisher
 from tests.harness.wait import wait_until
 from tests.tasks.payloads import RECEIVED_NS, trade_update, trade_updates
-from tests.tasks.test_publisher_prices import Subscriber
+from tests.tasks.test_publisher_prices import Subscriber, subscribed
 
 KEYS = Keys("alpaca")
 AAPL_ORDER = "61e69015-8549-4bfd-b9c3-01e75843f47d"
@@ -30,10 +30,7 @@ def publisher(redis_url: str) -> Iterator[Publisher]:
 
 @pytest.fixture
 def orders_channel(redis_client: redis.Redis) -> Iterator[Subscriber]:
-    sub = Subscriber(redis_client, KEYS.orders_channel)
-    wait_until(lambda: redis_client.pubsub_numpat() >= 1, 5, message="psubscribed")
-    yield sub
-    sub.close()
+    yield from subscribed(redis_client, KEYS.orders_channel)
 
 
 def prepared(

@@ -45,12 +45,17 @@ class Subscriber:
         self._pubsub.close()
 
 
-@pytest.fixture
-def prices_channel(redis_client: redis.Redis) -> Iterator[Subscriber]:
-    sub = Subscriber(redis_client, KEYS.prices_pattern)
-    wait_until(lambda: redis_client.pubsub_numpat() >= 1, 5, message="psubscribed")
+def subscribed(client: redis.Redis, pattern: str) -> Iterator[Subscriber]:
+    """A fixture's Subscriber to ``pattern``, yielded once Redis counts it; closed after."""
+    sub = Subscriber(client, pattern)
+    wait_until(lambda: client.pubsub_numpat() >= 1, 5, message="psubscribed")
     yield sub
     sub.close()
+
+
+@pytest.fixture
+def prices_channel(redis_client: redis.Redis) -> Iterator[Subscriber]:
+    yield from subscribed(redis_client, KEYS.prices_pattern)
 
 
 def events(*raws: dict[str, Any], received: int = RECEIVED_NS) -> list[PriceEvent]:
