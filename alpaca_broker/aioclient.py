@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -18,17 +17,18 @@ import redis.asyncio as aioredis
 
 from alpaca_broker.client import (
     READ_COUNT,
+    ClientBase,
     Gap,
-    Reconnects,
+    Healing,
     StreamEntry,
     Time,
     backoff,
     bar_range,
     channels_for,
+    latest_events,
     parse,
 )
 from alpaca_broker.events import BarEvent, Event, MarketEvent, NewsEvent, OrderUpdateEvent
-from alpaca_broker.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class AsyncBrokerClient:
+class AsyncBrokerClient(ClientBase[aioredis.Redis]):
     """Reads what the workers publish under one key prefix, with asyncio."""
-
-    def __init__(self, redis_client: aioredis.Redis, prefix: str = "alpaca") -> None:
-        self.redis = redis_client
-        self.keys = Keys(prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "alpaca", **options: Any) -> AsyncBrokerClient:
@@ -53,8 +49,7 @@ class AsyncBrokerClient:
 
     async def latest(self, symbol: str) -> dict[str, MarketEvent]:
         """The newest event of each type held for ``symbol``."""
-        held = await self.redis.hgetall(self.keys.latest(symbol))
-        return {_text(kind): parse(raw) for kind, raw in held.items()}  # type: ignore[misc]
+        return latest_events(await self.redis.hgetall(self.keys.latest(symbol)))
 
     async def bars(self, symbol: str, start: Time, end: Time) -> list[BarEvent]:
         """The minute bars of ``symbol`` starting in [start, end), oldest first."""
@@ -114,32 +109,22 @@ class AsyncBrokerClient:
     async def _live(
         self, channels: list[str], patterns: list[str], poll: float
     ) -> AsyncIterator[Event | Gap]:
-        lost: tuple[str, float] | None = None
-        attempt = 0
+        healing = Healing()
         while True:
-            await asyncio.sleep(backoff(attempt))
+            await asyncio.sleep(backoff(healing.attempt))
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            reconnects = Reconnects()
             try:
                 if channels:
                     await pubsub.subscribe(*channels)
                 if patterns:
                     await pubsub.psubscribe(*patterns)
-                pubsub.connection.register_connect_callback(reconnects.note)
-                attempt = 0
-                if lost is not None:
-                    yield Gap(lost[0], lost[1], time.time())
-                    lost = None
+                pubsub.connection.register_connect_callback(healing.reconnects.note)
+                if (gap := healing.subscribed()) is not None:
+                    yield gap
                 while True:
-                    message = await pubsub.get_message(timeout=poll)
-                    if (gap := reconnects.take()) is not None:
-                        yield gap
-                    if message is not None and message["type"] in ("message", "pmessage"):
-                        yield parse(message["data"])
+                    for item in healing.received(await pubsub.get_message(timeout=poll)):
+                        yield item
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("subscription lost (%s); subscribing again", exc)
-                if lost is None:
-                    lost = (str(exc) or type(exc).__name__, time.time())
-                attempt += 1
+                healing.failed(exc)
             finally:
                 await pubsub.aclose()

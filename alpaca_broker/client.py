@@ -113,12 +113,57 @@ class Reconnects:
         return Gap("reconnected", at, at)
 
 
-class BrokerClient:
-    """Reads what the workers publish under one key prefix (``REDIS_KEY_PREFIX``)."""
+class Healing:
+    """The bookkeeping of a live subscription that heals itself, shared by both clients:
+    the backoff before each (re)subscribe, the Gap owed after a lost connection, and what a
+    message (or a reconnection redis-py made by itself) yields."""
 
-    def __init__(self, redis_client: redis.Redis, prefix: str = "alpaca") -> None:
+    def __init__(self) -> None:
+        self.lost: tuple[str, float] | None = None
+        self.attempt = 0
+        self.reconnects = Reconnects()
+
+    def subscribed(self) -> Gap | None:
+        """The subscription is up: the Gap for the time it was lost, if it was."""
+        self.attempt, lost, self.lost = 0, self.lost, None
+        return Gap(lost[0], lost[1], time.time()) if lost is not None else None
+
+    def received(self, message: dict[str, Any] | None) -> list[Event | Gap]:
+        """What to yield for one poll: a Gap for silent reconnections, then the event."""
+        out: list[Event | Gap] = []
+        if (gap := self.reconnects.take()) is not None:
+            out.append(gap)
+        if message is not None and message["type"] in ("message", "pmessage"):
+            out.append(parse(message["data"]))
+        return out
+
+    def failed(self, exc: Exception) -> None:
+        """The subscription broke: remember since when, back off before the next one."""
+        log.warning("subscription lost (%s); subscribing again", exc)
+        if self.lost is None:
+            self.lost = (str(exc) or type(exc).__name__, time.time())
+        self.attempt += 1
+        self.reconnects = Reconnects()
+
+
+R = TypeVar("R")
+
+
+class ClientBase(Generic[R]):
+    """What the sync and asyncio clients share: a Redis client and the key names."""
+
+    def __init__(self, redis_client: R, prefix: str = "alpaca") -> None:
         self.redis = redis_client
         self.keys = Keys(prefix)
+
+
+def latest_events(held: dict[Any, Any]) -> dict[str, MarketEvent]:
+    """``P:latest:{SYMBOL}`` as read (field -> JSON) in typed form."""
+    return {_text(kind): parse(raw) for kind, raw in held.items()}  # type: ignore[misc]
+
+
+class BrokerClient(ClientBase[redis.Redis]):
+    """Reads what the workers publish under one key prefix (``REDIS_KEY_PREFIX``)."""
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "alpaca", **options: Any) -> BrokerClient:
@@ -130,8 +175,7 @@ class BrokerClient:
 
     def latest(self, symbol: str) -> dict[str, MarketEvent]:
         """The newest event of each type held for ``symbol`` (``P:latest:{SYMBOL}``)."""
-        held = self.redis.hgetall(self.keys.latest(symbol))
-        return {_text(kind): parse(raw) for kind, raw in held.items()}  # type: ignore[misc]
+        return latest_events(self.redis.hgetall(self.keys.latest(symbol)))
 
     def bars(self, symbol: str, start: Time, end: Time) -> list[BarEvent]:
         """The minute bars of ``symbol`` starting in [start, end), oldest first."""
@@ -189,33 +233,22 @@ class BrokerClient:
                     yield StreamEntry(last, parse(event))
 
     def _live(self, channels: list[str], patterns: list[str], poll: float) -> Iterator[Event | Gap]:
-        lost: tuple[str, float] | None = None
-        attempt = 0
+        healing = Healing()
         while True:
-            time.sleep(backoff(attempt))
+            time.sleep(backoff(healing.attempt))
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            reconnects = Reconnects()
             try:
                 if channels:
                     pubsub.subscribe(*channels)
                 if patterns:
                     pubsub.psubscribe(*patterns)
                 # redis-py reconnects and resubscribes a pubsub by itself: note each time.
-                pubsub.connection.register_connect_callback(reconnects.note)
-                attempt = 0
-                if lost is not None:
-                    yield Gap(lost[0], lost[1], time.time())
-                    lost = None
+                pubsub.connection.register_connect_callback(healing.reconnects.note)
+                if (gap := healing.subscribed()) is not None:
+                    yield gap
                 while True:
-                    message = pubsub.get_message(timeout=poll)
-                    if (gap := reconnects.take()) is not None:
-                        yield gap
-                    if message is not None and message["type"] in ("message", "pmessage"):
-                        yield parse(message["data"])
+                    yield from healing.received(pubsub.get_message(timeout=poll))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("subscription lost (%s); subscribing again", exc)
-                if lost is None:
-                    lost = (str(exc) or type(exc).__name__, time.time())
-                attempt += 1
+                healing.failed(exc)
             finally:
                 pubsub.close()
