@@ -24,6 +24,13 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
+@pytest.fixture
+def synthetic_sim() -> Iterator[Simulator]:
+    """A lively synthetic market on every stream (stocks, crypto, options, news, orders)."""
+    with Simulator(synthetic=True, rate=200, seed=5) as simulator:
+        yield simulator
+
+
 def sim_env(sim: Simulator) -> dict[str, str]:
     """The producer's URL settings for ``sim``."""
     return dict(line.split("=", 1) for line in sim.env_lines())

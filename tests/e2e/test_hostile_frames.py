@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import msgpack
 import pytest
 
@@ -16,10 +14,9 @@ OTHER = {"ALPACA_CRYPTO_SYMBOLS": "BTC/USD", "ALPACA_NEWS_SYMBOLS": "*"}
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:
+def sim(synthetic_sim: Simulator) -> Simulator:
     """A synthetic market, so that valid data flows around the bad frames."""
-    with Simulator(synthetic=True, rate=50, seed=5) as simulator:
-        yield simulator
+    return synthetic_sim
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,17 +34,13 @@ OTHER = {
 }
 
 
-@pytest.fixture
-def market() -> Iterator[Simulator]:
-    with Simulator(synthetic=True, rate=400, seed=3) as simulator:
-        yield simulator
-
-
 @pytest.mark.slow
 def test_crypto_options_and_news_streams_connect_and_hand_off_beside_stocks(
-    market: Simulator, redis_url: str, producer_factory: Callable[..., ProducerProcess]
+    synthetic_sim: Simulator, redis_url: str, producer_factory: Callable[..., ProducerProcess]
 ) -> None:
-    producer = producer_factory(redis_url, market, streams="prices,crypto,options,news", **OTHER)
+    producer = producer_factory(
+        redis_url, synthetic_sim, streams="prices,crypto,options,news", **OTHER
+    )
     producer.wait_connected("prices", "crypto", "options", "news", timeout=30)
 
     def flowing() -> bool:
