@@ -115,38 +115,34 @@ class BackfillState:
         self.wake.set()
 
 
+@dataclass(eq=False)
 class Backfiller(ProducerUnit):
     """Fetches the bars a gap hid and hands them to the stream's buffer; retries with backoff."""
 
-    def __init__(
-        self,
-        name: str,
-        source: BarSource,
-        settings: Settings,
-        buffer: EventBuffer[Message],
-        state: BackfillState,
-    ) -> None:
-        self.name = name
-        self._source = source
-        self._settings = settings
-        self._buffer = buffer
-        self._state = state
-        self._keys = Keys(settings.redis_key_prefix)
-        self._stop = threading.Event()
-        self._backoff = Backoff(1.0, 30.0)
+    name: str
+    source: BarSource
+    settings: Settings
+    buffer: EventBuffer[Message]
+    state: BackfillState
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0), init=False)
+
+    @property
+    def _keys(self) -> Keys:
+        return Keys(self.settings.redis_key_prefix)
 
     def run(self) -> None:
-        rest = self._source.make_client(self._settings)
-        store = connect(self._settings, decode_responses=True)
-        stats = self._state.stats
+        rest = self.source.make_client(self.settings)
+        store = connect(self.settings, decode_responses=True)
+        stats = self.state.stats
         failures = 0
         try:
             while not self._stop.is_set():
-                self._state.wake.wait(1.0)
-                connected = self._state.connected_ns
-                if self._stop.is_set() or not self._state.wake.is_set() or connected is None:
+                self.state.wake.wait(1.0)
+                connected = self.state.connected_ns
+                if self._stop.is_set() or not self.state.wake.is_set() or connected is None:
                     continue
-                self._state.wake.clear()
+                self.state.wake.clear()
                 try:
                     stats.bars += self.backfill_once(rest, store, connected)
                     stats.runs += 1
@@ -161,7 +157,7 @@ class Backfiller(ProducerUnit):
                     log.warning("bar backfill failed (%s); retrying in %.1fs", exc, delay)
                     if self._stop.wait(delay):
                         break
-                    self._state.wake.set()
+                    self.state.wake.set()
         finally:
             store.close()
 
@@ -176,9 +172,7 @@ class Backfiller(ProducerUnit):
         }
         total = 0
         for (first, last), group in group_windows(windows).items():
-            answer = self._source.fetch(
-                rest, self._settings, group, _rfc3339(first), _rfc3339(last)
-            )
+            answer = self.source.fetch(rest, self.settings, group, _rfc3339(first), _rfc3339(last))
             total += self._hand_off(answer if isinstance(answer, Mapping) else {}, first, last)
         if total:
             log.info("backfilled %d bar(s) for %d symbol(s)", total, len(symbols))
@@ -186,7 +180,7 @@ class Backfiller(ProducerUnit):
 
     @property
     def _fresh_minutes(self) -> int:
-        return self._settings.bar_backfill_minutes
+        return self.settings.bar_backfill_minutes
 
     def _hand_off(self, answer: Mapping[str, Any], first: int, last: int) -> int:
         count = 0
@@ -199,15 +193,15 @@ class Backfiller(ProducerUnit):
                     continue
                 if not first <= raw["t"] <= last:
                     continue
-                self._buffer.put(Message(time.time_ns(), raw, "backfill"))
-                handed = self._state.handed_off
+                self.buffer.put(Message(time.time_ns(), raw, "backfill"))
+                handed = self.state.handed_off
                 handed[symbol] = max(handed.get(symbol, raw["t"]), raw["t"])
                 count += 1
         return count
 
     def _symbols(self, store: redis.Redis) -> list[str]:
         """The bar-subscribed symbols; with ``*``, those that already have history."""
-        subscribed = self._source.symbols(self._settings)
+        subscribed = self.source.symbols(self.settings)
         if "*" not in subscribed:
             return list(dict.fromkeys(subscribed))
         return held_symbols(self._keys, store.scan_iter(match=self._keys.bars_pattern, count=1000))
@@ -217,17 +211,17 @@ class Backfiller(ProducerUnit):
         end_ms = ((connected_ns // MINUTE_NS) * MINUTE_NS - MINUTE_NS) // 1_000_000
         held = store.zrevrangebyscore(self._keys.bars(symbol), end_ms, "-inf", 0, 1, True)
         newest = int(held[0][1]) * 1_000_000 if held else None
-        handed = self._state.handed_off.get(symbol)
+        handed = self.state.handed_off.get(symbol)
         if handed is not None and handed <= end_ms * 1_000_000:
             newest = handed if newest is None else max(newest, handed)
         return newest
 
     def stop(self) -> None:
         self._stop.set()
-        self._state.wake.set()
+        self.state.wake.set()
 
     def snapshot(self) -> dict[str, Any]:
-        return self._state.stats.snapshot()
+        return self.state.stats.snapshot()
 
 
 def held_symbols(keys: Keys, names: Iterable[str]) -> list[str]:

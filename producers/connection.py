@@ -146,6 +146,7 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+@dataclass(eq=False)
 class StreamUnit(ProducerUnit):
     """Runs one stream client's connection loop on its own asyncio loop in this thread.
 
@@ -154,36 +155,26 @@ class StreamUnit(ProducerUnit):
     reconciliation there: Alpaca replays nothing).
     """
 
-    def __init__(
-        self,
-        name: str,
-        status: StreamStatus,
-        policy: ReconnectPolicy,
-        make_client: Callable[[], StreamClient],
-        on_connected: Callable[[], None] | None = None,
-    ) -> None:
-        self.name = name
-        self._status = status
-        self._policy = policy
-        self._make_client = make_client
-        self._on_connected = on_connected
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._client: StreamClient | None = None
-        self._stopping = threading.Event()
-        self._closing: asyncio.Future[None] | None = None
+    name: str
+    status: StreamStatus
+    policy: ReconnectPolicy
+    make_client: Callable[[], StreamClient]
+    on_connected: Callable[[], None] | None = None
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _stop: asyncio.Event | None = field(default=None, init=False)
+    _client: StreamClient | None = field(default=None, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
+    _closing: asyncio.Future[None] | None = field(default=None, init=False)
 
     def run(self) -> None:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._client = self._make_client()
+        self._client = self.make_client()
         if self._stopping.is_set():
             return
-        await run_connection(
-            self._client, self._status, self._stop, self._policy, self._on_connected
-        )
+        await run_connection(self._client, self.status, self._stop, self.policy, self.on_connected)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -198,4 +189,4 @@ class StreamUnit(ProducerUnit):
             self._closing = asyncio.ensure_future(self._client.close())  # wakes a pending recv()
 
     def snapshot(self) -> dict[str, Any]:
-        return self._status.snapshot()
+        return self.status.snapshot()
