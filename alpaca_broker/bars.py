@@ -15,7 +15,7 @@ from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import exit_on_config_error, load_settings
-from tasks.timestamps import parse_rfc3339
+from alpaca_broker.timestamps import parse_rfc3339
 
 _UNITS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _RELATIVE = re.compile(r"^(\d+)([mhd])$")

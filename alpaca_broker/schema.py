@@ -218,3 +218,9 @@ ORDER_HASH_FIELDS: Final[tuple[str, ...]] = (*(f for f, _ in ORDER_HASH_FROM_EVE
 """Fields of ``P:order:{ORDER_ID}``; ``updated_at`` is the event's ``timestamp``, ``json``
 the event itself; ``ts_ns`` (beyond the contract's list) is the held event's time, which
 the order script compares, never parsing it out of ``json``."""
+
+FINAL_STATUSES: Final = frozenset(
+    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
+)
+"""Order statuses after which an order changes no more: its hash expires after
+``ORDER_RETENTION`` and it leaves the open-order index."""

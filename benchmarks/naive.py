@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import load_settings
+from alpaca_broker.timestamps import format_ns
 from celery_app import app
-from tasks.timestamps import format_ns
 
 QUEUE = "naive"
 KEYS = Keys()

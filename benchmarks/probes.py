@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import hiredis
 import psutil
 
-from tasks.timestamps import parse_rfc3339
+from alpaca_broker.timestamps import parse_rfc3339
 
 
 def _command(*parts: str) -> bytes:

@@ -26,10 +26,10 @@ from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
+from alpaca_broker.schema import FINAL_STATUSES
 from alpaca_broker.settings import Settings
 from producers.handoff import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
-from tasks.order_events import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
 from alpaca_broker.schema import NEWS_REQUIRED_KEYS
+from alpaca_broker.timestamps import format_ns, format_received, to_ns
 from tasks.encoding import encode_event
 from tasks.families import MARKET_SOURCES
-from tasks.timestamps import format_ns, format_received, to_ns
 
 NEWS_TYPE = "news"
 

@@ -16,8 +16,8 @@ from alpaca_broker.schema import (
     ORDER_SOURCES,
     ORDER_UPDATE_TYPE,
 )
+from alpaca_broker.timestamps import event_times
 from tasks.encoding import encode_event, hash_value
-from tasks.timestamps import event_times
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +32,6 @@ class OrderEvent:
     hash_fields: tuple[tuple[str, str], ...]
     json: bytes
 
-
-FINAL_STATUSES: Final = frozenset(
-    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
-)
-"""Order statuses after which an order changes no more: its hash expires after
-``ORDER_RETENTION`` and it leaves the open-order index."""
 
 MAX_ID_CHARS: Final = 128
 """Longest order id or execution id accepted (Alpaca's are 36-character UUIDs); the dedupe

@@ -11,9 +11,9 @@ import msgpack
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
+from alpaca_broker.timestamps import event_times
 from tasks.encoding import encode_event
 from tasks.families import DEFAULT_FAMILY, DEFAULT_SOURCE, FAMILIES, MARKET_SOURCES
-from tasks.timestamps import event_times
 
 
 class PriceEvent(NamedTuple):

@@ -13,9 +13,10 @@ import redis
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.replication import ReplicaWait
+from alpaca_broker.schema import FINAL_STATUSES
 from alpaca_broker.settings import Settings, load_settings
 from tasks.bar_history import BarHistory
-from tasks.order_events import FINAL_STATUSES, OrderEvent
+from tasks.order_events import OrderEvent
 from tasks.price_events import PriceEvent, newest_per_type
 from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 

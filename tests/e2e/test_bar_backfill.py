@@ -48,7 +48,7 @@ def history(client: redis.Redis) -> list[tuple[int, dict[str, Any]]]:
 
 
 def minutes_of(request: Any) -> list[int]:
-    from tasks.timestamps import parse_rfc3339
+    from alpaca_broker.timestamps import parse_rfc3339
 
     first = parse_rfc3339(request.params["start"].replace("+00:00", "Z")) // 1_000_000
     last = parse_rfc3339(request.params["end"].replace("+00:00", "Z")) // 1_000_000

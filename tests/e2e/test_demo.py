@@ -14,7 +14,7 @@ import psutil
 import redis
 
 from alpaca_broker.keys import Keys
-from tasks.timestamps import parse_rfc3339
+from alpaca_broker.timestamps import parse_rfc3339
 from tests.harness.wait import wait_until
 from tests.harness.workers import REPO, process_env
 

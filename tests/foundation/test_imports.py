@@ -50,8 +50,12 @@ def test_importing_every_producer_task_and_core_module_builds_no_app_and_reads_n
     assert built.strip() == "False"
 
 
-def test_producers_never_import_the_simulator_and_tasks_never_import_producers() -> None:
-    for folder, banned in (("producers", "simulator"), ("tasks", "producers")):
+def test_producers_never_import_the_simulator_or_tasks_and_tasks_never_import_producers() -> None:
+    for folder, banned in (
+        ("producers", "simulator"),
+        ("producers", "tasks"),
+        ("tasks", "producers"),
+    ):
         for path in (REPO / folder).rglob("*.py"):
             for line in path.read_text().splitlines():
                 words = line.split()

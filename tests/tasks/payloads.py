@@ -85,6 +85,6 @@ def stream_expected(name: str) -> list[bytes]:
 
 def as_producer_sends(msg: dict[str, Any], *keys: str) -> dict[str, Any]:
     """``msg`` with its RFC 3339 ``keys`` as int ns, as the producer converts msgpack ones."""
-    from tasks.timestamps import parse_rfc3339
+    from alpaca_broker.timestamps import parse_rfc3339
 
     return {**msg, **{key: parse_rfc3339(msg[key]) for key in keys}}

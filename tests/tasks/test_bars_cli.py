@@ -12,9 +12,9 @@ import redis
 
 from alpaca_broker.bars import since_ms, without_password
 from alpaca_broker.keys import Keys
+from alpaca_broker.timestamps import format_ns
 from tasks.price_events import prepare_price
 from tasks.publisher import Publisher
-from tasks.timestamps import format_ns
 from tests.tasks.payloads import bar
 
 MINUTE_NS = 60_000_000_000

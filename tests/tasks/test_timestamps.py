@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.timestamps import (
+from alpaca_broker.timestamps import (
     MAX_NS,
     civil_from_days,
     days_from_civil,
