@@ -2,7 +2,7 @@
 
 These are the consumer-side view of ``shared/contract.md``, "Normalized events". The
 workers' normalizers build the same events from the tables in :mod:`alpaca_broker.schema`
-(and ``tasks.families`` / ``tasks.news_events``); ``tests/foundation/test_events.py`` checks
+(and ``tasks.price_events`` / ``tasks.news_events``); ``tests/foundation/test_events.py`` checks
 that every definition's fields, in order, equal what those tables produce, so the two cannot
 drift. JSON Schemas are generated from these definitions (:mod:`alpaca_broker.jsonschema`).
 No I/O here.

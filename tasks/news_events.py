@@ -9,7 +9,7 @@ from alpaca_broker.logs import excerpt
 from alpaca_broker.schema import NEWS_REQUIRED_KEYS
 from alpaca_broker.timestamps import format_ns, format_received, to_ns
 from tasks.encoding import encode_event
-from tasks.families import MARKET_SOURCES
+from tasks.price_events import MARKET_SOURCES
 
 NEWS_TYPE = "news"
 

@@ -17,10 +17,9 @@ from alpaca_broker.events import (
     required_names,
 )
 from alpaca_broker.schema import COMMON_FIELDS, ORDER_UPDATE_FIELDS, ORDER_UPDATE_TYPE
-from tasks.families import FAMILIES, TAIL_FIELDS
 from tasks.news_events import NEWS_FIELDS, NEWS_TYPE, normalize_news
 from tasks.order_events import normalize_order
-from tasks.price_events import normalize_price
+from tasks.price_events import FAMILIES, TAIL_FIELDS, normalize_price
 from tests.tasks.payloads import (
     RECEIVED_NS,
     json_messages,

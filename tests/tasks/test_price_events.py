@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import MalformedReporter
 from alpaca_broker.schema import COMMON_FIELDS, EVENT_TYPES, FIELD_MAPS, REQUIRED_KEYS
-from tasks.families import TAIL_FIELDS
 from tasks.price_events import (
+    TAIL_FIELDS,
     PriceEvent,
     newest_per_type,
     normalize_price,
