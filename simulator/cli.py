@@ -55,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alpaca-broker simulate",
         description="A local Alpaca simulator: market data stream v2 (/v2/iex, /v2/sip, "
-        "/v2/test, /v2/delayed_sip), trading stream (/stream) and the REST order endpoints "
-        "(/v2/orders, /v2/account, /v2/account/activities/FILL) on one port, speaking "
-        "Alpaca's wire protocols. Prints three .env lines at start.",
+        "/v2/test, /v2/delayed_sip), crypto (/v1beta3/crypto/us), options "
+        "(/v1beta1/indicative, /v1beta1/opra) and news (/v1beta1/news) streams, the trading "
+        "stream (/stream), the REST order endpoints (/v2/orders, /v2/account, "
+        "/v2/account/activities/FILL) and historical bars (/v2/stocks/bars, "
+        "/v1beta3/crypto/us/bars) on one port, speaking Alpaca's wire protocols. Prints the "
+        "seven .env lines of its URLs at start.",
     )
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
