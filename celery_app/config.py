@@ -24,6 +24,19 @@ TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders", "tasks.news", "
 # Orders must never be lost: ack after the task returns, requeue when the pool child dies,
 # and retry passing Redis faults forever (with backoff). Prices are many and superseded
 # within milliseconds: ack on receipt, retry briefly, never replay a stale batch for long.
+# A retry is a new task message, sent to the broker, and the broker is the output Redis:
+# the fault that failed the task (the primary died) usually fails that send too. When the
+# send fails Celery rejects the task with requeue=False, which deletes it: once the consumer
+# is on the promoted replica, the reject removes the unacked copy there and the order event
+# is lost. So an order task keeps sending its retry until the broker answers (a failover is
+# seconds), the task unacknowledged meanwhile (redelivered after the visibility timeout if
+# the worker dies), exactly like the retries themselves, forever.
+ORDER_RETRY_SEND_POLICY: Final[dict[str, Any]] = {
+    "max_retries": None,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
 ORDER_POLICY: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -32,6 +45,7 @@ ORDER_POLICY: dict[str, Any] = {
     "retry_backoff_max": 10,
     "retry_jitter": True,
     "max_retries": None,
+    "retry_kwargs": {"retry_policy": ORDER_RETRY_SEND_POLICY},
 }
 PRICE_POLICY: dict[str, Any] = {
     "acks_late": False,
@@ -73,6 +87,7 @@ def _queue(name: str, *, no_ack: bool = False) -> Queue:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting, derived from our settings object."""
     vt = settings.visibility_timeout
+    restore_every = max(1, min(10, vt // 4))
     sentinel = broker_options(settings)
     transport: dict[str, Any] = sentinel[1] if sentinel else {}
     return {
@@ -87,8 +102,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Unacked order tasks of a dead worker come back after this many seconds (plus
             # at most one restore interval): 25 s with the defaults (docs/reliability.md).
             "visibility_timeout": vt,
-            "unacked_restore_interval": max(1, min(10, vt // 4)),
+            "unacked_restore_interval": restore_every,
             "unacked_restore_throttle": 1,
+            # A sweep holds a mutex key (SET NX EX), 300 s by default: a worker killed during
+            # a sweep, or a primary dying during one (the key replicated, its DEL never sent),
+            # would stop every restore for five minutes. A sweep takes milliseconds, and
+            # restore_by_tag is a WATCH transaction, so two overlapping sweeps restore a
+            # task once.
+            "unacked_mutex_expire": restore_every,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,

@@ -4,6 +4,7 @@ and no process restarts. Also: a whole order worker SIGKILLed, with the default 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -35,7 +36,13 @@ pytestmark = pytest.mark.faults
 KEYS = Keys()
 PRICE_ENV = {"ALPACA_SYMBOLS": "AAPL,MSFT", "ALPACA_DATA_CHANNELS": "trades,quotes"}
 PRICES_BACK_WITHIN_S = 15.0
+_SUCCEEDED = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] succeeded")
 ORDERS_BACK_WITHIN_S = 30.0
+
+
+def succeeded_tasks(worker: WorkerProcess) -> set[str]:
+    """IDs of the tasks ``worker`` logged as succeeded."""
+    return set(_SUCCEEDED.findall(worker.log()))
 
 
 @pytest.fixture
@@ -55,15 +62,24 @@ def _stack(
     sim: Simulator,
     worker_factory: Callable[..., WorkerProcess],
     producer_factory: Callable[..., ProducerProcess],
-) -> ProducerProcess:
+) -> tuple[ProducerProcess, list[WorkerProcess]]:
     url = cluster.env["REDIS_URL"]
-    worker_factory(url, queues="prices", name="prices", env=cluster.env)
-    worker_factory(url, queues="orders", name="orders", env=cluster.env)
+    workers = [
+        worker_factory(url, queues="prices", name="prices", env=cluster.env),
+        worker_factory(url, queues="orders", name="orders", env=cluster.env),
+    ]
     producer = producer_factory(url, sim, streams="prices,orders", **PRICE_ENV, **cluster.env)
     producer._redis = _through_sentinel(cluster)  # its heartbeat, read through Sentinel
     producer.wait_connected("prices", "orders")
     wait_reconciled_once(sim)
-    return producer
+    return producer, workers
+
+
+def _nothing_restarted(producer: ProducerProcess, workers: list[WorkerProcess]) -> None:
+    """The producer's and the workers' main processes are the ones started."""
+    for proc in [producer.proc, *(worker.proc for worker in workers)]:
+        assert proc is not None
+        assert proc.poll() is None
 
 
 def _first_price_on(node_client: redis.Redis, timeout: float) -> float:
@@ -84,7 +100,7 @@ def test_primary_sigkilled_under_load_prices_resume_and_each_order_event_lands_o
     producer_factory: Callable[..., ProducerProcess],
     old_primary_returns: bool,
 ) -> None:
-    producer = _stack(cluster, sim, worker_factory, producer_factory)
+    producer, workers = _stack(cluster, sim, worker_factory, producer_factory)
     client = _through_sentinel(cluster)
     sim.set_market_rate(200)
     sim.set_market(True)
@@ -116,8 +132,7 @@ def test_primary_sigkilled_under_load_prices_resume_and_each_order_event_lands_o
         wait_until(
             lambda: order_stream(replica) == order_stream(client), 20, message="replica in sync"
         )
-    assert producer.proc is not None
-    assert producer.proc.poll() is None  # nothing restarted
+    _nothing_restarted(producer, workers)
 
 
 def test_tail_orders_keeps_printing_across_a_failover(
@@ -127,7 +142,7 @@ def test_tail_orders_keeps_printing_across_a_failover(
     producer_factory: Callable[..., ProducerProcess],
     tmp_path: Path,
 ) -> None:
-    _stack(cluster, sim, worker_factory, producer_factory)
+    producer, workers = _stack(cluster, sim, worker_factory, producer_factory)
     client = _through_sentinel(cluster)
     out = (tmp_path / "tail.out").open("w+")
     env = process_env(cluster.env["REDIS_URL"], **cluster.env)
@@ -162,6 +177,7 @@ def test_tail_orders_keeps_printing_across_a_failover(
         assert tail.poll() is None, lines[-5:]
         assert len(lines) == len(set(lines))  # nothing printed twice
         assert set(lines) <= set(events)
+        _nothing_restarted(producer, workers)
     finally:
         tail.terminate()
         tail.wait(10)
@@ -175,8 +191,13 @@ def test_order_worker_sigkilled_with_its_process_group_its_orders_land_within_30
     worker_factory: Callable[..., WorkerProcess],
     producer_factory: Callable[..., ProducerProcess],
 ) -> None:
-    # Default settings: no CELERY_VISIBILITY_TIMEOUT given.
-    first = worker_factory(redis_url, queues="orders", name="orders-a", concurrency=2)
+    # Default settings: no CELERY_VISIBILITY_TIMEOUT given. One process: a worker at its
+    # prefetch limit has no BRPOP outstanding. With a free slot, a task pushed while the
+    # harness holds the worker frozen before the kill is popped by Redis into the frozen
+    # consumer's socket, never recorded as unacked, and lost with it: kombu's Redis
+    # transport pops first and records after (docs/reliability.md, the residual window).
+    # SIGSTOP stretches that sub-millisecond window to the whole freeze.
+    first = worker_factory(redis_url, queues="orders", name="orders-a", concurrency=1)
     producer = producer_factory(redis_url, sim, streams="orders", RECONCILE_INTERVAL="3600")
     producer.wait_connected("orders")
     wait_reconciled_once(sim)
@@ -189,14 +210,23 @@ def test_order_worker_sigkilled_with_its_process_group_its_orders_land_within_30
     sim.set_order_flow(0)
     wait_orders_settled(sim, timeout=30)
 
-    worker_factory(redis_url, queues="orders", name="orders-b")
+    second = worker_factory(redis_url, queues="orders", name="orders-b")
     started = time.monotonic()
     assert_each_emitted_event_published_once(redis_client, sim, timeout=ORDERS_BACK_WITHIN_S)
+    # The stream alone proves little: the dead worker may have published a held event and
+    # died before its ack. The held tasks themselves must come back (visibility timeout, then
+    # the next restore sweep), run on the new worker, and leave nothing unacknowledged, all
+    # within 30 s of the new worker being up.
+    wait_until(
+        lambda: held <= succeeded_tasks(second) and redis_client.hlen("unacked") == 0,
+        max(0.0, ORDERS_BACK_WITHIN_S - (time.monotonic() - started)),
+        message="the dead worker's tasks run again and acknowledged",
+    )
     took = time.monotonic() - started
-    print(f"\ndead worker's orders published {took:.1f}s after the new worker was up")
+    print(f"\ndead worker's tasks run and acknowledged {took:.1f}s after the new worker was up")
     assert took <= ORDERS_BACK_WITHIN_S
+    assert_each_emitted_event_published_once(redis_client, sim, timeout=5)  # still once each
     assert assert_order_hashes_match_the_book(redis_client, sim) >= 5
-    wait_until(lambda: redis_client.hlen("unacked") == 0, 15, message="all acknowledged")
 
 
 def test_health_shows_the_primary_the_replicas_lag_and_the_sentinels_reached(
@@ -214,6 +244,7 @@ def test_health_shows_the_primary_the_replicas_lag_and_the_sentinels_reached(
     assert replica["address"] == cluster.replica.address
     assert replica["state"] == "online"
     assert replica["lag_s"] <= 1
+    assert replica["behind_bytes"] >= 0
     cluster.sentinels[0].kill()
     done = subprocess.run(
         [sys.executable, "-m", "alpaca_broker", "health"],

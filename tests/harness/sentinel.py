@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import redis
+from redis.sentinel import Sentinel
 
 from alpaca_broker.redis_server import free_port, server_binary
 from tests.harness.wait import wait_until
@@ -155,25 +156,32 @@ class SentinelCluster:
 
         wait_until(linked, timeout, interval=0.05, message=f"replica {replica.port} linked")
 
-    def named_primary(self) -> int | None:
-        """The primary's port the first answering Sentinel names."""
-        for sentinel in self.sentinels:
-            try:
-                found = sentinel.client().sentinel_get_master_addr_by_name(MASTER)
-            except redis.RedisError:
-                continue
-            if found:
-                return int(found[1])
-        return None
+    def discovered_primary(self) -> int | None:
+        """The primary's port as a client finds it (redis-py's ``discover_master``: the first
+        Sentinel whose ``SENTINEL MASTERS`` shows the primary neither down nor failing over).
+
+        ``GET-MASTER-ADDR-BY-NAME`` names the promoted replica about 0.1 s earlier, while
+        the Sentinels' own state still has the old primary down: a client asking then gets
+        ``MasterNotFoundError``, so that is not yet the promotion a client can see."""
+        manager = Sentinel(
+            [("127.0.0.1", s.port) for s in self.sentinels],
+            sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
+        )
+        try:
+            return int(manager.discover_master(MASTER)[1])
+        except redis.RedisError:
+            return None
+        finally:
+            manager.close()
 
     def kill_primary(self, timeout: float = 30) -> float:
-        """SIGKILL the primary; wait until Sentinel promoted the replica (and it answers as
-        primary). Returns the ``time.monotonic()`` of the promotion seen."""
+        """SIGKILL the primary; wait until Sentinel promoted the replica, a client discovers
+        it, and it answers as primary. Returns the ``time.monotonic()`` of the promotion seen."""
         old, new = self.primary, self.replica
         old.kill()
 
         def promoted() -> bool:
-            if self.named_primary() != new.port:
+            if self.discovered_primary() != new.port:
                 return False
             try:
                 info = new.client(decode_responses=True).info("replication")
