@@ -19,6 +19,8 @@ class Design:
     workers: dict[str, list[str]] = field(default_factory=dict)
     orders: bool = False  # also carries the order path (and its probe)
     publishes: bool = True  # False: nothing reaches the price channels (ingest measured only)
+    stream: str = "prices"  # the producer stream whose counters the bench reads
+    env: dict[str, str] = field(default_factory=dict)  # more producer settings
 
 
 def pipeline(concurrency: int, pool: str, name: str = "pipeline") -> Design:
@@ -54,6 +56,26 @@ def pipeline(concurrency: int, pool: str, name: str = "pipeline") -> Design:
         workers,
         orders=True,
         publishes=concurrency > 0,
+    )
+
+
+CRYPTO_PAIRS = ("BTC/USD", "ETH/USD", "SOL/USD", "LTC/USD", "DOGE/USD", "AVAX/USD")
+
+
+def crypto(concurrency: int, pool: str) -> Design:
+    """The pipeline on the crypto stream (trades and quotes of six pairs), prices only."""
+    stocks = pipeline(concurrency, pool)
+    workers = {name: argv for name, argv in stocks.workers.items() if name != "orders"}
+    return Design(
+        "crypto",
+        "this project on the crypto stream (CryptoDataStream): trades and quotes of six pairs",
+        [*stocks.producer, "--streams", "crypto"],
+        workers,
+        stream="crypto",
+        env={
+            "ALPACA_CRYPTO_SYMBOLS": ",".join(CRYPTO_PAIRS),
+            "ALPACA_CRYPTO_CHANNELS": "trades,quotes",
+        },
     )
 
 
@@ -95,5 +117,6 @@ def all_designs(concurrency: int, pool: str) -> dict[str, Design]:
         pipeline(concurrency, pool),
         naive(max(1, concurrency)),
         direct(),
+        crypto(concurrency, pool),
     )
     return {d.name: d for d in designs}

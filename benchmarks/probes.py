@@ -171,8 +171,8 @@ class IngestProbe:
     """The producer's ingest rate, from its health key: messages handed off (``enqueued``)
     per second between two heartbeats, timed by the heartbeats' own ``updated_at``."""
 
-    def __init__(self, client: Any, key: str) -> None:
-        self._client, self._key = client, key
+    def __init__(self, client: Any, key: str, stream: str = "prices") -> None:
+        self._client, self._key, self._stream = client, key, stream
         self._samples: list[tuple[float, int, int]] = []
 
     def sample(self) -> None:
@@ -180,7 +180,7 @@ class IngestProbe:
         if not raw:
             return
         health = json.loads(raw)
-        stream = health.get("streams", {}).get("prices", {})
+        stream = health.get("streams", {}).get(self._stream, {})
         at = datetime.fromisoformat(str(health["updated_at"]).replace("Z", "+00:00")).timestamp()
         if not self._samples or at > self._samples[-1][0]:
             self._samples.append((at, stream.get("enqueued", 0), stream.get("received", 0)))

@@ -97,7 +97,7 @@ def _measure(
     producer_env = {
         **env, **urls, "ALPACA_API_KEY": "bench-key", "ALPACA_SECRET_KEY": "bench-secret",
         "ALPACA_SYMBOLS": ",".join(SYMBOLS), "ALPACA_DATA_CHANNELS": "trades,quotes",
-        "HEALTH_INTERVAL": "1",
+        "HEALTH_INTERVAL": "1", **design.env,
     }  # fmt: skip
     producer = children.start(f"{design.name}-producer", design.producer, producer_env)
     price_workers = [
@@ -111,7 +111,7 @@ def _measure(
             "redis": redis_pids,
         }
     )
-    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER))
+    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER), design.stream)
     try:
         _until_flowing(prices if design.publishes else None, children, ingest)
         _wait(args.warmup)
@@ -127,7 +127,7 @@ def _measure(
     finally:
         children.stop(f"{design.name}-producer")
     health = json.loads(client.get(KEYS.producer_health(PRODUCER)) or "{}")
-    stream = health.get("streams", {}).get("prices", {})
+    stream = health.get("streams", {}).get(design.stream, {})
     if stream and design.publishes:  # let it drain, to count what was lost
         _settle(prices)
     children.stop()
