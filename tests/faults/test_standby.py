@@ -34,9 +34,13 @@ Pair = tuple[ProducerProcess, ProducerProcess]
 
 
 def _pair(pipeline: Pipeline) -> dict[str, ProducerProcess]:
-    env = {"PRODUCER_LEASE": LEASE, "LEASE_TTL": str(TTL), "RECONCILE_INTERVAL": "3600"}
+    env = {
+        "PRODUCER_LEASE": LEASE, "LEASE_TTL": str(TTL), "RECONCILE_INTERVAL": "3600",
+        "BAR_BACKFILL_MINUTES": "0",
+    }  # fmt: skip
     return {
-        name: pipeline.producer(streams="orders", PRODUCER_NAME=name, **env) for name in ("a", "b")
+        name: pipeline.producer(streams="prices,orders", PRODUCER_NAME=name, **env)
+        for name in ("a", "b")
     }
 
 
@@ -78,7 +82,7 @@ def _holder_and_standby(
 def pair(pipeline: Pipeline, redis_client: redis.Redis) -> Pair:
     """Two producers on one lease, settled: the holder (connected) and the standby."""
     holder, standby = _holder_and_standby(_pair(pipeline), redis_client)
-    holder.wait_connected("orders")
+    holder.wait_connected("prices", "orders")
     return holder, standby
 
 
@@ -153,6 +157,8 @@ def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_i
     assert all(n == 1 for n in counts.values()), counts
     recovered = Counter(e["order_id"] for e in events if e["source"] == "reconciliation")
     assert recovered == Counter(orders)
+    sim.set_market(True)  # and prices flow through the new holder
+    wait_until(lambda: standby.health()["streams"]["prices"]["enqueued"] > 0, 15)
 
 
 def _prices_pair(
