@@ -91,9 +91,7 @@ def test_bench_from_the_wheel_outside_the_checkout_runs_every_design(
     assert done.returncode == 0, done.stderr[-3000:]
     for design in ("pipeline", "naive", "direct"):
         # Columns: design, offered/s, path, ingest/s, events/s (what reached the channels).
-        row = re.search(
-            rf"^\s*{design}\s+5000\s+prices\s+\d+\s+(\d+)", done.stdout, re.MULTILINE
-        )
+        row = re.search(rf"^\s*{design}\s+5000\s+prices\s+\d+\s+(\d+)", done.stdout, re.MULTILINE)
         assert row, done.stdout
         assert int(row.group(1)) > 0, done.stdout
     assert (cwd / "bench-out" / "bench.json").exists()
