@@ -67,3 +67,9 @@ def subscribe(stream: Any, handler: Any, channels: Iterable[str], *symbols: str)
     """``stream.subscribe_<channel>(handler, *symbols)`` for each of ``channels``."""
     for channel in channels:
         getattr(stream, f"subscribe_{channel}")(handler, *symbols)
+
+
+def subscribed(sim: Simulator) -> bool:
+    """Whether a data session's subscribe message has been handled (an authenticated session
+    lists ``{}`` until then, so ``sim.subscriptions()`` alone is true too early)."""
+    return any(row for row in sim.subscriptions())

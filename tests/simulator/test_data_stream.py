@@ -13,7 +13,7 @@ from simulator.assetmsgs import bar_message
 from simulator.bars import MinuteBar
 from simulator.clock import now_ns
 from tests.harness.wait import wait_until
-from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe
+from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe, subscribed
 
 NS = 1_732_459_800_123_456_789  # 2024-11-24T14:50:00.123456789Z
 MINUTE = NS - NS % 60_000_000_000  # the start of its minute and of its day
@@ -59,7 +59,7 @@ def test_every_stock_message_type_parses_into_alpaca_py_models(sim: Simulator) -
     stream = StockDataStream("key", "secret", url_override=sim.data_url)
     subscribe_everything(stream, handler)
     with Running(stream, sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         assert sim.push_market(one_of_each()) == 9
         wait_until(lambda: len(received) == 9, message="nine messages")
     trade, quote, bar, updated, daily, status, correction, cancel, luld = received
@@ -86,7 +86,7 @@ def test_raw_data_mode_gets_t_first_and_nanosecond_msgpack_timestamps(sim: Simul
     stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
     subscribe_everything(stream, handler)
     with Running(stream, sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         sim.push_market(one_of_each())
         wait_until(lambda: len(received) == 9, message="nine messages")
     assert [m["T"] for m in received] == list("tqbudscxl")
@@ -103,7 +103,7 @@ def test_only_subscribed_symbols_arrive_and_corrections_ride_on_trades(sim: Simu
     stream.register_trade_corrections(handler)
     stream.register_trade_cancels(handler)
     with Running(stream, sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         assert sim.push_market(one_of_each("AAPL")) == 0  # nothing for AAPL
         sim.push_market(one_of_each("MSFT"))
         wait_until(lambda: received, message="the MSFT quote")
@@ -182,7 +182,7 @@ def test_pushed_messages_go_out_in_one_frame_per_push(sim: Simulator) -> None:
     stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
     stream.subscribe_trades(handler, "AAPL")
     with Running(stream, sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         batch = [
             messages.trade("AAPL", now_ns() + i, trade_id=i, price=100.0 + i, size=1)
             for i in range(1, 251)

@@ -15,7 +15,7 @@ from alpaca.trading.stream import TradingStream
 from simulator import Credentials, Simulator, SimulatorConfig, messages
 from simulator.clock import now_ns
 from tests.harness.wait import wait_until
-from tests.simulator.conftest import Running, collector
+from tests.simulator.conftest import Running, collector, subscribed
 
 
 def a_trade(trade_id: int = 1) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def test_auth_failure_402_makes_alpaca_py_retry_until_auth_succeeds(sim: Simulat
     sim.fail_auth("data", count=2)
     received, handler = collector()
     with Running(data_stream(sim, handler), sim, "data"):
-        wait_until(sim.subscriptions, timeout=15, message="subscribed after two 402s")
+        wait_until(lambda: subscribed(sim), timeout=15, message="subscribed after two 402s")
         stats = sim.stats()
         assert stats["errors_sent"][402] == 2
         assert stats["auth_attempts"]["data"] == 3
@@ -62,7 +62,7 @@ def test_second_connection_with_the_same_key_gets_406_until_the_first_leaves(
     second_received, second_handler = collector()
     first = Running(data_stream(sim, first_handler), sim, "data").__enter__()
     try:
-        wait_until(sim.subscriptions, message="first subscribed")
+        wait_until(lambda: subscribed(sim), message="first subscribed")
         with Running(data_stream(sim, second_handler), sim, "data"):
             wait_until(
                 lambda: sim.stats()["errors_sent"].get(406, 0) >= 1, message="406 for the second"
@@ -91,7 +91,7 @@ def test_abrupt_drop_keeps_the_slot_for_the_reap_window_then_reconnects(
     sim.set_reap_seconds(1.5)
     received, handler = collector()
     with Running(data_stream(sim, handler), sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         dropped_at = time.monotonic()
         assert sim.drop("data") == 1  # no close frame: the server keeps the half-dead slot
         wait_until(
@@ -126,7 +126,7 @@ def test_insufficient_subscription_409_makes_run_return(sim: Simulator) -> None:
 def test_silent_socket_is_detected_by_data_timeout_and_replaced(sim: Simulator) -> None:
     received, handler = collector()
     with Running(data_stream(sim, handler, data_timeout=1.0), sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         sim.push_market(a_trade(1))
         wait_until(lambda: received, message="first trade")
         assert sim.silence("data") == 1
@@ -158,7 +158,7 @@ def test_slow_client_overflows_its_queue_and_is_disconnected_with_407(
 
     sim.set_outbound_limit(16)
     with Running(data_stream(sim, slow), sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         sim.set_market_rate(100_000)
         sim.set_market(True)
         wait_until(lambda: sim.stats()["slow_clients"] == 1, timeout=30, message="407")
@@ -178,7 +178,7 @@ def test_close_1011_reconnects_and_resubscribes_the_full_set(sim: Simulator) -> 
     stream = data_stream(sim, handler)
     stream.subscribe_quotes(handler, "MSFT", "SPY")
     with Running(stream, sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         before = sim.subscriptions()
         sim.close("data", 1011, "internal error")
         wait_until(
@@ -193,7 +193,7 @@ def test_http_429_on_upgrade_is_retried_with_backoff(sim: Simulator) -> None:
     sim.reject_upgrades("data", 429, count=2)
     _, handler = collector()
     with Running(data_stream(sim, handler), sim, "data"):
-        wait_until(sim.subscriptions, timeout=15, message="in after two 429s")
+        wait_until(lambda: subscribed(sim), timeout=15, message="in after two 429s")
     stats = sim.stats()
     assert stats["upgrades_rejected"] == {"data": 2}
     assert stats["connections"]["data"] == 1
@@ -206,7 +206,7 @@ def test_malformed_frames_and_500_are_logged_and_the_stream_keeps_going(
     caplog.set_level(logging.INFO)
     received, handler = collector()
     with Running(data_stream(sim, handler, raw_data=raw_data), sim, "data"):
-        wait_until(sim.subscriptions, message="subscribed")
+        wait_until(lambda: subscribed(sim), message="subscribed")
         for kind in ("not_msgpack", "missing_T", "trade_missing_fields"):
             assert sim.push_malformed(kind) == 1
         sim.send_error(500)
