@@ -209,7 +209,7 @@ def _run(
     print(f"Watch:     {tail_command(redis_url)}", flush=True)
     if args.standby:
         pids = ", ".join(f"{n} pid {children.procs[f'producer-{n}'].pid}" for n in names)
-        print(f"Standby:   {pids}; kill -9 the holder to watch the other take over", flush=True)
+        print(f"Standby:   {pids}; kill -9 the holder to watch a takeover", flush=True)
     client = connect(settings.model_copy(update={"redis_url": redis_url}), decode_responses=True)
     keys, previous = Keys(settings.redis_key_prefix), dict[str, int]()
     last = time.monotonic()
