@@ -137,7 +137,7 @@ def test_silent_socket_is_detected_by_data_timeout_and_replaced(sim: Simulator) 
             message="alpaca-py reconnects after data_timeout",
         )
         wait_until(
-            lambda: sim.stats()["sessions"]["data"] == 1 and sim.subscriptions(),
+            lambda: sim.stats()["sessions"]["data"] == 1 and subscribed(sim),
             message="the old socket is gone, the new one subscribed",
         )
         sim.push_market(a_trade(3))
