@@ -12,11 +12,15 @@ Two changes to ``kombu.transport.redis.QoS`` (kombu 5.x), installed by :func:`in
   the worker's memory: no Redis command on receipt or ack, as cheap as ``no_ack``. Prices
   stay at most once: a batch in hand dies with a SIGKILLed worker; at a warm shutdown the
   batches not started go back to the head of their queue.
-* **A full broker** (``maxmemory`` with ``noeviction``). BRPOP has already taken the message
-  when kombu records it as unacked (ZADD + HSET); stock kombu lets the OOM error escape and
-  the worker exits ("Unrecoverable error") with the only copy of the task. Here the record
-  is retried, with backoff, until memory frees: the worker survives and the task runs. The
-  periodic restore of unacked tasks (a mutex SET) skips a round instead of failing.
+* **A full or lost broker while a task is recorded.** BRPOP has already taken the message
+  when kombu records it as unacked (ZADD + HSET). Stock kombu lets the error escape: on a
+  full Redis (``maxmemory`` with ``noeviction``) the worker exits ("Unrecoverable error");
+  on a connection error (the primary died between its BRPOP reply and the record, and the
+  replica Sentinel promotes already has the pop) the consumer restarts. Either way the
+  worker held the only copy of the task, and it is gone. Here the record is retried, with
+  backoff, until memory frees or a primary answers (after a failover: the promoted one),
+  and the task runs. The periodic restore of unacked tasks (a mutex SET) skips a round
+  instead of failing on a full Redis.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from typing import Any, Final
 
 from kombu.transport import redis as redis_transport
 from kombu.transport import virtual
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alpaca_broker.keys import PRICES_QUEUE
 
@@ -39,6 +45,16 @@ TRANSIENT_QUEUES: Final = frozenset({PRICES_QUEUE})
 _BACKOFF_FIRST: Final = 0.1
 _BACKOFF_MAX: Final = 2.0
 _LOG_EVERY: Final = 30.0
+
+
+def _why_unrecorded(exc: BaseException) -> str | None:
+    """Why a record failed, when waiting can cure it (else None: the error escapes)."""
+    if _is_oom(exc):
+        return "broker out of memory"
+    # ReadOnlyError: a demoted primary, still reached through an old connection.
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError)):
+        return "broker unreachable"
+    return None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -66,24 +82,27 @@ class BoundedQoS(redis_transport.QoS):  # type: ignore[misc]
             try:
                 super().append(message, delivery_tag)
                 break
-            except ResponseError as exc:
-                if not _is_oom(exc):
+            except (ResponseError, RedisConnectionError, RedisTimeoutError) as exc:
+                why = _why_unrecorded(exc)
+                if why is None:
                     raise
                 if waited - logged_at >= _LOG_EVERY:
                     log.warning(
-                        "broker out of memory: task %s taken from the queue cannot be "
-                        "recorded as unacked; retrying until memory frees (%.0fs so far)",
+                        "%s: task %s taken from the queue cannot be recorded as unacked "
+                        "(%s); retrying until it can (%.0fs so far)",
+                        why,
                         delivery_tag,
+                        exc,
                         waited,
                     )
                     logged_at = waited
                 # Blocking the consumer is deliberate: it holds the only copy of the task
-                # and every other broker write would fail the same way.
+                # and every other broker command would fail the same way.
                 time.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, _BACKOFF_MAX)
         if waited:
-            log.warning("broker memory freed: task %s recorded after %.1fs", delivery_tag, waited)
+            log.warning("task %s recorded as unacked after %.1fs", delivery_tag, waited)
 
     def ack(self, delivery_tag: str) -> None:
         if delivery_tag in self._transient:

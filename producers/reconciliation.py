@@ -88,6 +88,50 @@ def missed_event(order: dict[str, Any], held: dict[str, str]) -> dict[str, Any] 
     }
 
 
+IN_FLIGHT_S = 60.0
+"""Seconds a state the stream delivered counts as on its way to Redis (queued, or a task
+retrying through a failover) rather than missed."""
+
+
+class InFlight:
+    """Order states this process's stream handed off lately: not missed, only not yet in Redis.
+
+    Without it a pass that runs while a streamed fill waits out a failover in a retrying
+    task sees REST ``filled`` and Redis ``partially_filled``, and publishes a REST copy of
+    the fill (no ``execution_id``); the real one, arriving seconds later, is then a
+    duplicate of that state and skipped. A state counts as in flight for :data:`IN_FLIGHT_S`
+    only: one the pipeline truly lost is still recovered, by a later pass.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._seen: dict[str, tuple[str, Decimal | None, float]] = {}
+        self._limit = limit
+
+    def note(self, message: Message) -> None:
+        """Called by the order stream's read loop for each ``trade_updates`` data object."""
+        order = message.payload.get("order") if isinstance(message.payload, dict) else None
+        if not isinstance(order, dict) or not isinstance(order.get("id"), str):
+            return
+        seen = self._seen
+        seen.pop(order["id"], None)  # re-inserted last: the oldest entry goes first
+        seen[order["id"]] = (
+            str(order.get("status", "")),
+            _qty(order.get("filled_qty")),
+            time.monotonic(),
+        )
+        if len(seen) > self._limit:
+            seen.pop(next(iter(seen)), None)
+
+    def carries(self, order: dict[str, Any]) -> bool:
+        """Whether the stream delivered ``order``'s REST state within :data:`IN_FLIGHT_S`."""
+        seen = self._seen.get(order["id"])
+        return (
+            seen is not None
+            and seen[:2] == (str(order.get("status", "")), _qty(order.get("filled_qty")))
+            and time.monotonic() - seen[2] < IN_FLIGHT_S
+        )
+
+
 def valid_orders(page: object) -> tuple[list[dict[str, Any]], int]:
     """The well-shaped orders of a REST page, and how many entries were not (pure)."""
     if not isinstance(page, list):
@@ -127,12 +171,14 @@ class Reconciler(ProducerUnit):
         buffer: EventBuffer[Message],
         wake: threading.Event | None = None,
         stats: ReconcileStats | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._settings = settings
         self._buffer = buffer
         self._keys = Keys(settings.redis_key_prefix)
         self._wake = wake if wake is not None else threading.Event()
         self.stats = stats if stats is not None else ReconcileStats()
+        self._in_flight = in_flight if in_flight is not None else InFlight()
         self._stop = threading.Event()
         self._backoff = Backoff(1.0, 30.0)
         self.complete = False
@@ -211,7 +257,9 @@ class Reconciler(ProducerUnit):
         found = 0
         for order, held in zip(orders.values(), self._held(store, orders), strict=True):
             event = missed_event(order, held)
-            if event is not None and self._hand_off(order, event):
+            if event is None or self._in_flight.carries(order):
+                continue
+            if self._hand_off(order, event):
                 found += 1
         if found:
             log.info("reconciliation recovered %d missed order update(s)", found)

@@ -11,6 +11,7 @@ plus its client module (``producers/clients/``) and its normalizer (``tasks/``).
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from producers.handoff import (
     each_sender,
 )
 from producers.health import StreamStatus
-from producers.reconciliation import Reconciler, ReconcileStats
+from producers.reconciliation import InFlight, Reconciler, ReconcileStats
 from producers.replicated import replicated
 from producers.supervisor import Backoff, UnitFactory
 
@@ -238,6 +239,11 @@ def task_sender(kind: StreamKind, app: Celery, settings: Settings | None = None)
     return replicated(send, settings) if settings is not None else send
 
 
+def _noted(in_flight: InFlight, buffer: EventBuffer[Message], message: Message) -> int:
+    in_flight.note(message)
+    return buffer.put(message)
+
+
 def build_stream(
     kind: StreamKind,
     settings: Settings,
@@ -257,6 +263,10 @@ def build_stream(
     # fresh, and the stream's (re)connects still reach the new one.
     wake = threading.Event()
     stats = ReconcileStats() if kind.reconcile else None
+    in_flight = InFlight() if kind.reconcile else None
+    sink: Callable[[Message], object] = buffer.put
+    if in_flight is not None:  # the reconciler skips states the stream already delivered
+        sink = functools.partial(_noted, in_flight, buffer)
     backfill = BackfillState(settings.market_now_ns) if kind.backfill else None
     if backfill is not None:  # the health key shows the stream's backfills beside its counters
         status.details = lambda: {"backfill": backfill.stats.snapshot()}
@@ -267,13 +277,13 @@ def build_stream(
             kind.name,
             status,
             reconnect_policy(settings),
-            lambda: make_client(kind, settings, status, buffer.put, recorder),
+            lambda: make_client(kind, settings, status, sink, recorder),
             on_connected,
         ),
         handoff: lambda: Handoff(handoff, buffer, status, send, policy),
     }
     if stats is not None:
-        units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats)
+        units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats, in_flight)
     if backfill is not None and kind.backfill is not None:
         source, unit = kind.backfill, f"{kind.name}.backfill"
         units[unit] = lambda: Backfiller(unit, source, settings, buffer, backfill)

@@ -10,7 +10,6 @@ import json
 import re
 import signal
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 import psutil
@@ -195,22 +194,3 @@ def wait_producer_running(producer: ProducerProcess, *streams: str, timeout: flo
         message=f"the heartbeat of pid {pid}",
     )
     producer.wait_connected(*streams, timeout=timeout)
-
-
-def wait_handed_off(
-    producer: ProducerProcess, stream: str, after: float, timeout: float = 10.0
-) -> dict[str, Any]:
-    """Wait for a heartbeat written at least one heartbeat interval after ``after`` (a
-    ``time.time()``) that shows ``stream`` holding nothing unsent; returns its counters."""
-    interval = float(producer.env.get("HEALTH_INTERVAL", "5"))
-
-    def handed_off() -> dict[str, Any] | None:
-        health = producer.health()
-        if not health:
-            return None
-        written = datetime.fromisoformat(health["updated_at"]).timestamp()
-        counters: dict[str, Any] = health["streams"].get(stream, {})
-        fresh = written >= after + interval
-        return counters if fresh and counters.get("buffered", 1) == 0 else None
-
-    return wait_until(handed_off, timeout, message=f"{stream}: everything handed off")

@@ -6,6 +6,7 @@ import contextlib
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from typing import cast
 
 
@@ -22,6 +23,8 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._marker: bytes | None = None
+        self.tripped = threading.Event()
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def url(self, db: int = 0) -> str:
@@ -35,6 +38,20 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
+
+    def cut_after(self, marker: bytes) -> None:
+        """Arm a cut: the first chunk the server sends that contains ``marker`` is passed on
+        to the client, then :meth:`cut` runs (``tripped`` is set). A reply delivered, and the
+        connection gone before the client's next command: a primary dying at that instant."""
+        self.tripped.clear()
+        self._marker = marker
+
+    def _on_reply(self, data: bytes) -> None:
+        marker = self._marker
+        if marker is not None and marker in data:
+            self._marker = None
+            self.cut()
+            self.tripped.set()
 
     def restore(self) -> None:
         self._open.set()
@@ -60,7 +77,9 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(
+                target=_pump, args=(client, upstream, self._on_reply), daemon=True
+            ).start()
 
     def __enter__(self) -> TcpProxy:
         return self
@@ -69,8 +88,9 @@ class TcpProxy:
         self.close()
 
 
-def _pump(a: socket.socket, b: socket.socket) -> None:
-    """Copy bytes both ways until either side closes."""
+def _pump(a: socket.socket, b: socket.socket, on_reply: Callable[[bytes], None]) -> None:
+    """Copy bytes both ways until either side closes; ``on_reply`` sees what ``b`` (the
+    server) sent, after it was passed on."""
     peers = {a: b, b: a}
     with selectors.DefaultSelector() as selector:
         for sock in peers:
@@ -84,6 +104,8 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
                     if not data:
                         raise OSError("closed")
                     peers[sock].sendall(data)
+                    if sock is b:
+                        on_reply(data)
                 except OSError:
                     for s in peers:
                         with contextlib.suppress(OSError):
