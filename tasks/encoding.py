@@ -25,19 +25,38 @@ _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separato
 
 
 def _finite(value: Any) -> bool:
-    """No NaN or infinity anywhere in ``value`` (events nest a few levels at most)."""
-    if type(value) is float:
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
+    """No NaN or infinity anywhere in ``value`` (events nest a few levels at most).
+
+    The hot path of every event: one loop over its values with exact type tests, and
+    ``v - v == 0.0`` (false only for NaN and infinity) instead of a call per float; it
+    replaced a recursive generator per value that took half of ``prepare_batch``.
+    """
+    values = value.values() if isinstance(value, dict) else value
+    for v in values:
+        kind = type(v)
+        if kind is float:
+            if v - v != 0.0:
+                return False
+        elif kind is str or kind is int or v is None or kind is bool:
+            continue
+        elif kind is dict or kind is list or kind is tuple:
+            if not _finite(v):
+                return False
+        elif isinstance(v, float):  # a float subclass
+            if not math.isfinite(v):
+                return False
+        elif isinstance(v, dict | list | tuple) and not _finite(v):
+            return False
     return True
+
+
+def _scalar_ok(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _encode(value: Any) -> bytes:
     try:
-        if not _finite(value):
+        if not (_finite(value) if isinstance(value, dict | list | tuple) else _scalar_ok(value)):
             raise ValueError("NaN or infinity has no JSON form")
         try:
             return orjson.dumps(value)
