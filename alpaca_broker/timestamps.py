@@ -146,7 +146,14 @@ def format_received(value: object) -> str:
     """The RFC 3339 form of a receive time given in ns (an int); ValueError otherwise."""
     if type(value) is not int:
         raise ValueError(f"receive time is not an int of ns: {type(value).__name__}")
-    return format_ns(value)
+    return _format_received(value)
+
+
+@lru_cache(maxsize=64)
+def _format_received(ns: int) -> str:
+    # Every message of a frame shares the frame's receive time: formatted once per frame
+    # (a cache hit costs about a tenth of a format).
+    return format_ns(ns)
 
 
 def to_ns(value: object) -> int:

@@ -21,9 +21,11 @@ class Design:
     publishes: bool = True  # False: nothing reaches the price channels (ingest measured only)
     stream: str = "prices"  # the producer stream whose counters the bench reads
     env: dict[str, str] = field(default_factory=dict)  # more producer settings
+    order_producer: list[str] | None = None
+    """A second producer process for the order stream (the first then runs prices only)."""
 
 
-def pipeline(concurrency: int, pool: str, name: str = "pipeline") -> Design:
+def pipeline(concurrency: int, pool: str, name: str = "pipeline", split: bool = False) -> Design:
     """This project: batched price tasks, solo price workers (or one prefork pool); with no
     price workers (``ingest``), only the producer's hand-off into Celery is measured."""
     price = [*CELERY, "celery_app", *WORKER_FLAGS, "-Q", "prices", "--prefetch-multiplier", "4"]
@@ -43,19 +45,26 @@ def pipeline(concurrency: int, pool: str, name: str = "pipeline") -> Design:
         "orders",
         "-n",
         "orders@%h",
-        "-c",
-        "1",
+        # One process, no pool child: a task is not passed through a pipe to a child
+        # process first. Order p99 at the producer's maximum price rate: 31-36 ms solo,
+        # 42-57 ms with -c 1 (docs/performance.md).
+        "-P",
+        "solo",
     ]
     what = "frames per task, workers decode, Lua compare-and-set, one round trip per batch"
     if concurrency == 0:
         what = "the pipeline's producer and order worker, no price worker: ingest into Celery"
+    producer = [sys.executable, "-m", "alpaca_broker", "producer"]
+    if split:
+        what += "; orders in a producer process of their own"
     return Design(
         name,
         f"this project: {what}",
-        [sys.executable, "-m", "alpaca_broker", "producer"],
+        [*producer, "--streams", "prices"] if split else producer,
         workers,
         orders=True,
         publishes=concurrency > 0,
+        order_producer=[*producer, "--streams", "orders"] if split else None,
     )
 
 
@@ -114,6 +123,7 @@ def all_designs(concurrency: int, pool: str) -> dict[str, Design]:
     designs = (
         ceiling(),
         pipeline(0, pool, "ingest"),
+        pipeline(0, pool, "ingest-split", split=True),
         pipeline(concurrency, pool),
         naive(max(1, concurrency)),
         direct(),

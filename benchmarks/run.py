@@ -100,6 +100,9 @@ def _measure(
         "HEALTH_INTERVAL": "1", **design.env,
     }  # fmt: skip
     producer = children.start(f"{design.name}-producer", design.producer, producer_env)
+    if design.order_producer is not None:
+        orders_env = {**producer_env, "PRODUCER_NAME": f"{PRODUCER}-orders"}
+        children.start(f"{design.name}-order-producer", design.order_producer, orders_env)
     price_workers = [
         children.procs[f"{design.name}-{name}"].pid for name in design.workers if name != "orders"
     ]
