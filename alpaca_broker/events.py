@@ -148,7 +148,6 @@ class NewsEvent(TypedDict):
     created_at: str
     updated_at: str
     provider: str | None
-    source: MarketSource
 
 
 class OrderUpdateEvent(_Common):

@@ -25,7 +25,11 @@ NEWS_FIELDS: tuple[tuple[str, str], ...] = (
     ("updated_at", "updated_at"),
     ("provider", "source"),
 )
-"""(event field, raw key) pairs after the common fields; ``source`` follows them."""
+"""(event field, raw key) pairs after the common fields: the whole news event.
+
+News is not market data, so unlike a price event it carries no ``asset_class`` or ``source``
+(Alpaca's own ``source``, the article's provider, is ``provider``).
+"""
 
 
 class NewsEvent(NamedTuple):
@@ -75,7 +79,9 @@ def normalize_news(raw: Any, received_at_ns: Any, source: str = "stream") -> dic
 
     ``symbol`` is null; ``timestamp``/``ts_ns`` are ``updated_at``. ``created_at`` and
     ``updated_at`` may be RFC 3339 (kept as sent), int ns or msgpack Timestamps (formatted).
-    Fields Alpaca did not send are null. Raises MalformedMessage on anything else.
+    Fields Alpaca did not send are null. ``source`` (``stream`` or ``backfill``, as the task
+    message carries it) is checked but not emitted: the contract gives news events no
+    ``source`` field. Raises MalformedMessage on anything else.
     """
     if not isinstance(raw, dict):
         raise MalformedMessage("not a map", f"got {type(raw).__name__}", raw)
@@ -99,7 +105,6 @@ def normalize_news(raw: Any, received_at_ns: Any, source: str = "stream") -> dic
         event[name] = raw.get(key)
     event["created_at"] = created_at
     event["updated_at"] = updated_at
-    event["source"] = source
     return event
 
 

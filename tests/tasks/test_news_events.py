@@ -24,11 +24,12 @@ def test_every_captured_article_normalizes_to_the_expected_event():
 
 def test_event_has_the_contract_fields_in_order():
     event = normalize_news(stream_messages("news")[0], RECEIVED_NS)
-    assert list(event) == [*COMMON_FIELDS, *(name for name, _ in NEWS_FIELDS), "source"]
+    assert list(event) == [*COMMON_FIELDS, *(name for name, _ in NEWS_FIELDS)]
     assert event["type"] == "news"
     assert event["symbol"] is None
     assert event["provider"] == "benzinga"
-    assert event["source"] == "stream"
+    assert "source" not in event
+    assert "asset_class" not in event
     assert event["symbols"] == ["CRSR"]
     assert event["timestamp"] == "2022-01-05T22:00:38.000000000Z"
     assert event["ts_ns"] == 1_641_420_038_000_000_000
