@@ -101,9 +101,7 @@ def collect_leases(
     names = {doc["lease"] for doc in producers.values() if doc.get("lease")}
     names |= {expected} if expected else set()
     prefix = keys.lease("")
-    for key in client.scan_iter(match=f"{prefix}*", count=100):
-        if not key.endswith(":epoch"):
-            names.add(key[len(prefix) :])
+    names |= {key[len(prefix) :] for key in client.scan_iter(match=f"{prefix}*", count=100)}
     leases: dict[str, Any] = {}
     for name in sorted(names):
         raw = client.get(keys.lease(name))

@@ -48,12 +48,16 @@ class Keys:
         return f"{self.prefix}:bars:{symbol}"
 
     def bars_meta(self, symbol: str) -> str:
-        """Hash: bar start in epoch ms -> receive time (ns) of the member held for that minute."""
-        return f"{self.prefix}:bars:meta:{symbol}"
+        """Internal hash: bar start in epoch ms -> receive time (ns) of the member held for that
+        minute in :meth:`bars`.
+
+        Under ``P:meta:``, so that every key a ``P:bars:*`` scan finds is a bar history.
+        """
+        return f"{self.prefix}:meta:bars:{symbol}"
 
     @property
     def bars_pattern(self) -> str:
-        """SCAN pattern for every bar history (and its meta hashes: skip ``bars:meta:``)."""
+        """SCAN pattern for every bar history (sorted sets only)."""
         return f"{self.prefix}:bars:*"
 
     @property
@@ -132,8 +136,12 @@ class Keys:
         return f"{self.prefix}:lease:{lease}"
 
     def lease_epoch(self, lease: str) -> str:
-        """Counter: the epoch of a lease, grown on every change of holder (no TTL)."""
-        return f"{self.prefix}:lease:{lease}:epoch"
+        """Internal counter: the epoch of a lease, grown on every change of holder (no TTL).
+
+        Under ``P:meta:``, so that every key a ``P:lease:*`` scan finds is a lease (a string
+        with a TTL).
+        """
+        return f"{self.prefix}:meta:lease:{lease}:epoch"
 
     def producer_health(self, name: str) -> str:
         """String (JSON) with a TTL: a producer process's heartbeat."""

@@ -225,6 +225,12 @@ class Backfiller(ProducerUnit):
 
 
 def held_symbols(keys: Keys, names: Iterable[str]) -> list[str]:
-    """The symbols of bar-history key ``names`` (meta hashes skipped), sorted (pure)."""
-    prefix, meta = keys.bars(""), keys.bars_meta("")
-    return sorted({n[len(prefix) :] for n in names if not n.startswith(meta)})
+    """The symbols of bar-history key ``names``, sorted (pure).
+
+    A name whose rest holds a ``:`` is no history (no Alpaca symbol has one): an older
+    release's ``P:bars:meta:{SYMBOL}`` hash left in Redis is skipped.
+    """
+    prefix = keys.bars("")
+    return sorted(
+        {n[len(prefix) :] for n in names if n.startswith(prefix) and ":" not in n[len(prefix) :]}
+    )

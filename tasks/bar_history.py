@@ -1,7 +1,7 @@
 """Minute bars of a price batch into ``P:bars:{SYMBOL}``: a pure selection and one script call.
 
 The history keeps one member per bar start; for the same minute the bar received last wins.
-Each minute's held receive time lives in a companion hash (``P:bars:meta:{SYMBOL}``, field =
+Each minute's held receive time lives in a companion hash (``P:meta:bars:{SYMBOL}``, field =
 minute ms, value = received ns), so the script never parses it out of a member's JSON.
 """
 

@@ -1,6 +1,6 @@
 -- Take an active/standby lease if nobody holds it.
--- KEYS[1] P:lease:{LEASE}        JSON {holder, epoch, since, token}, with a TTL
--- KEYS[2] P:lease:{LEASE}:epoch  the epoch counter (outlives the lease)
+-- KEYS[1] P:lease:{LEASE}             JSON {holder, epoch, since, token}, with a TTL
+-- KEYS[2] P:meta:lease:{LEASE}:epoch  the epoch counter (outlives the lease)
 -- ARGV[1] holder (PRODUCER_NAME)  ARGV[2] token  ARGV[3] since (RFC 3339)  ARGV[4] TTL in ms
 -- Returns the new epoch, or 0 when the lease is held (by anyone, this holder included).
 if redis.call('EXISTS', KEYS[1]) == 1 then

@@ -51,7 +51,7 @@ def stored_events(client: redis.Redis) -> Iterator[str]:
         if ":meta:" not in key and client.type(key) == "hash":
             yield from client.hvals(key)
     for key in client.scan_iter(match="*:bars:*"):
-        if ":bars:meta:" not in key and client.type(key) == "zset":
+        if ":meta:" not in key and client.type(key) == "zset":
             yield from client.zrange(key, 0, -1)
     for pattern in ("*:orders:events", "*:news:events"):
         for key in client.scan_iter(match=pattern):

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from alpaca_broker.health import flow, problems, render
+from alpaca_broker.health import collect_leases, flow, problems, render
+from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import free_port
 from alpaca_broker.settings import Settings
 from simulator.api import Simulator
@@ -283,6 +284,40 @@ def test_render_names_problems_first_and_tolerates_missing_values() -> None:
     assert lines[:2] == ["UNHEALTHY", "  problem: no worker consumes queue 'orders'"]
     assert "queues: prices 0, orders 0; unacked 0" in lines
     assert any("no message yet" in line for line in lines)
+
+
+# --- lease discovery, against a real Redis ---------------------------------------------------
+
+
+def test_every_key_under_the_lease_pattern_is_a_lease_with_a_ttl_and_each_is_found_once(
+    redis_url: str, redis_client: Any
+) -> None:
+    import threading
+
+    from producers.lease import Lease
+
+    keys = Keys("alpaca")
+    settings = Settings(
+        REDIS_URL=redis_url, PRODUCER_LEASE="feed", PRODUCER_NAME="a", _env_file=None
+    )
+    lease = Lease(settings, lambda active: None)
+    thread = threading.Thread(target=lease.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: lease.role == "active", 10, message="the lease taken")
+        under = list(redis_client.scan_iter(match=f"{keys.lease('')}*"))
+        assert under == [keys.lease("feed")]
+        assert redis_client.type(keys.lease("feed")) == "string"
+        assert redis_client.pttl(keys.lease("feed")) > 0
+        assert redis_client.get(keys.lease_epoch("feed")) == "1"
+        leases = collect_leases(redis_client, keys, {}, None)
+        assert list(leases) == ["feed"]
+        assert leases["feed"]["holder"]["holder"] == "a"
+        assert leases["feed"]["holder"]["epoch"] == 1
+    finally:
+        lease.stop()
+        thread.join(10)
+        lease.flush(1)
 
 
 # --- memory, against a real Valkey with a small maxmemory ------------------------------------

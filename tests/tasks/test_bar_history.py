@@ -62,6 +62,10 @@ def test_updated_bar_replaces_its_minute(publisher: Publisher, redis_client: red
         str(NOW_NS // 1_000_000): str(RECEIVED + 10),
         str((NOW_NS + MINUTE_NS) // 1_000_000): str(RECEIVED + 20),
     }
+    # Only the histories sit under P:bars:* (the contract pattern): the meta hash is elsewhere.
+    under = sorted(redis_client.scan_iter(match=KEYS.bars_pattern))
+    assert under == [KEYS.bars("SPY")]
+    assert redis_client.type(KEYS.bars("SPY")) == "zset"
 
 
 def test_older_receipt_and_duplicate_change_nothing(
