@@ -78,6 +78,19 @@ class BarSource:
     ``{"SYMBOL": [{"t", "o", "h", "l", "c", "v", "n", "vw"}, ...]}``."""
     symbols: Callable[[Settings], list[str]]
     """The symbols subscribed to bars (``*`` for all)."""
+    owns: Callable[[str], bool]
+    """Whether a symbol is of this kind: with ``*``, the held histories (``P:bars:*``) of
+    every stream are found, and only this kind's may be asked of its endpoint."""
+
+
+def is_crypto_pair(symbol: str) -> bool:
+    """A crypto pair (``BTC/USD``): the only symbols with a ``/`` (pure)."""
+    return "/" in symbol
+
+
+def is_stock_symbol(symbol: str) -> bool:
+    """A stock symbol: no ``/``. Options have no bar channel, so no history to tell apart."""
+    return "/" not in symbol
 
 
 def _rfc3339(ns: int) -> datetime:
@@ -200,11 +213,12 @@ class Backfiller(ProducerUnit):
         return count
 
     def _symbols(self, store: redis.Redis) -> list[str]:
-        """The bar-subscribed symbols; with ``*``, those that already have history."""
+        """The bar-subscribed symbols; with ``*``, those of this kind that already have history."""
         subscribed = self.source.symbols(self.settings)
         if "*" not in subscribed:
             return list(dict.fromkeys(subscribed))
-        return held_symbols(self._keys, store.scan_iter(match=self._keys.bars_pattern, count=1000))
+        names = store.scan_iter(match=self._keys.bars_pattern, count=1000)
+        return [s for s in held_symbols(self._keys, names) if self.source.owns(s)]
 
     def _newest(self, store: redis.Redis, symbol: str, connected_ns: int) -> int | None:
         """The newest bar start (ns) held or handed off before the connect's last minute."""

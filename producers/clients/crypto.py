@@ -12,7 +12,7 @@ from alpaca.data.timeframe import TimeFrame
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.settings import CryptoChannel, Settings
-from producers.backfill import BarSource
+from producers.backfill import BarSource, is_crypto_pair
 
 SUBSCRIBE_KEYS: Mapping[CryptoChannel, str] = {
     "trades": "trades",
@@ -57,5 +57,5 @@ def _fetch(
     return client.get_crypto_bars(request)
 
 
-BARS = BarSource(_client, _fetch, bar_symbols)
+BARS = BarSource(_client, _fetch, bar_symbols, is_crypto_pair)
 """Missed crypto bars: ``/v1beta3/crypto/us/bars``."""

@@ -12,7 +12,7 @@ from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
 
 from alpaca_broker.settings import DataChannel, Settings
-from producers.backfill import BarSource
+from producers.backfill import BarSource, is_stock_symbol
 
 # Our channel names (ALPACA_DATA_CHANNELS) -> the keys of Alpaca's subscribe message.
 # Corrections and cancel errors come with trades: Alpaca implies them, and they are never
@@ -58,5 +58,5 @@ def _fetch(
     return client.get_stock_bars(request)
 
 
-BARS = BarSource(_client, _fetch, bar_symbols)
+BARS = BarSource(_client, _fetch, bar_symbols, is_stock_symbol)
 """Missed stock bars: ``/v2/stocks/bars``."""
