@@ -1,9 +1,10 @@
 """``alpaca-broker demo``: the whole pipeline on one machine, no account and no Docker needed.
 
 Starts an embedded Redis (unless ``REDIS_URL`` is set), the simulator with a lively market
-and order flow (unless real keys are configured and ``--alpaca`` or no ``--simulator``),
-the producer, one worker per queue and Flower; prints the URLs and a live summary line;
-Ctrl-C stops every process and leaves nothing running.
+and order flow and its own credentials (always, whatever keys are configured, unless
+``--alpaca`` is given: then Alpaca with the configured keys and URLs), the producer, one
+worker per queue and Flower; prints the URLs and a live summary line; Ctrl-C stops every
+process and leaves nothing running.
 """
 
 from __future__ import annotations
@@ -60,14 +61,6 @@ def show_status(line: str, out: TextIO) -> None:
         print(line, file=out, flush=True)
 
 
-def _has_keys(settings: Settings) -> bool:
-    try:
-        settings.credentials()
-    except ConfigError:  # none, or empty as in a fresh copy of .env.example
-        return False
-    return True
-
-
 def summary(
     client: redis.Redis, keys: Keys, name: str, previous: dict[str, int], seconds: float
 ) -> str:
@@ -100,8 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``alpaca-broker demo``."""
     parser = argparse.ArgumentParser(prog="alpaca-broker demo", description=__doc__)
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--simulator", action="store_true", help="use the local simulator")
-    which.add_argument("--alpaca", action="store_true", help="use Alpaca (keys from .env)")
+    which.add_argument(
+        "--simulator", action="store_true", help="the local simulator (the default; a no-op)"
+    )
+    which.add_argument(
+        "--alpaca",
+        action="store_true",
+        help="use Alpaca instead of the simulator (keys and URLs from the environment or .env)",
+    )
     parser.add_argument("--rate", type=float, default=500, help="simulated messages/s")
     parser.add_argument(
         "--clock-speed", type=float, default=1.0, help="simulated market clock (1: wall clock)"
@@ -121,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        if args.alpaca:
+            settings.credentials()  # Alpaca needs the configured keys: say so before starting
     except ConfigError as exc:
         exit_on_config_error(exc)
     # REDIS_URL from the environment or .env; without one, an embedded Redis.
@@ -168,7 +169,7 @@ def _run(
     """Start the processes, print where to look, then a status line until ``stopped()``."""
     redis_url, work = env["REDIS_URL"], children.logs
     env.setdefault("HEALTH_INTERVAL", "1")  # the summary line reads the heartbeat
-    use_sim = args.simulator or (not args.alpaca and not _has_keys(settings))
+    use_sim = not args.alpaca  # no account needed: the simulator, whatever keys are configured
     if use_sim:
         _simulator(children, env, args.rate, args.clock_speed)
         env.update(ALPACA_API_KEY=DEMO_KEY, ALPACA_SECRET_KEY=DEMO_SECRET)

@@ -29,7 +29,9 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 def test_demo_delivers_prices_and_orders_and_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
-    env = process_env("", FLOWER_BASIC_AUTH="demo:demo-pass")
+    # Configured keys do not take the demo off its simulator: only --alpaca does.
+    keys = {"ALPACA_API_KEY": "PKCONFIGUREDKEY00001", "ALPACA_SECRET_KEY": "configured-secret"}
+    env = process_env("", FLOWER_BASIC_AUTH="demo:demo-pass", **keys)
     del env["REDIS_URL"]  # the demo starts its own embedded Redis
     out_path = tmp_path / "demo.out"
     out = out_path.open("w+")
@@ -42,8 +44,9 @@ def test_demo_delivers_prices_and_orders_and_ctrl_c_leaves_nothing_running(tmp_p
         cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_until(lambda: "Redis:" in text(), 30, message="demo start-up lines")
+        wait_until(lambda: "Watch:" in text(), 30, message="demo start-up lines")
         url = next(line.split()[1] for line in text().splitlines() if line.startswith("Redis:"))
+        assert "Source:    simulator ws://127.0.0.1:" in text()
         client = redis.Redis.from_url(url, decode_responses=True)
         wait_until(lambda: client.keys(KEYS.latest("*")), 60, message=text())
         wait_until(lambda: client.xlen(KEYS.orders_events) > 0, 60, message=text())
@@ -108,6 +111,16 @@ def _connections(proc: psutil.Process) -> list[Any]:
         return proc.net_connections(kind="inet")
     except psutil.Error:
         return []
+
+
+def test_demo_with_alpaca_and_no_keys_stops_at_once_naming_the_variable(tmp_path: Path) -> None:
+    env = process_env("")
+    del env["REDIS_URL"]
+    argv = [sys.executable, "-m", "alpaca_broker", "demo", "--alpaca", "--flower-port", "0"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "ALPACA_API_KEY" in done.stderr
+    assert "Redis:" not in done.stdout  # nothing was started
 
 
 def test_demo_target_exists_in_the_makefile() -> None:
