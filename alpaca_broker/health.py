@@ -123,8 +123,27 @@ def collect_workers(app: Any, timeout: float) -> dict[str, list[str]]:
     return {worker: sorted(q["name"] for q in queues) for worker, queues in answers.items()}
 
 
-def problems(report: dict[str, Any], settings: Settings, expected: list[str]) -> list[str]:
-    """Why the system is unhealthy (empty when healthy); pure, over a collected report."""
+def required_producers(settings: Settings, given: list[str] | None) -> list[str] | None:
+    """The producer names whose heartbeat must be live and running (pure).
+
+    The ``--producer`` names when given, else ``PRODUCER_NAME`` when it was set explicitly
+    (environment or ``.env``). When neither was, None: any one running producer will do, so
+    that a deployment whose producers have names of their own is not checked for a producer
+    named ``default``.
+    """
+    if given:
+        return given
+    if "producer_name" in settings.model_fields_set:
+        return [settings.producer_name]
+    return None
+
+
+def problems(report: dict[str, Any], settings: Settings, expected: list[str] | None) -> list[str]:
+    """Why the system is unhealthy (empty when healthy); pure, over a collected report.
+
+    ``expected``: the producers that must be running (:func:`required_producers`); None
+    asks for at least one running producer, whatever its name.
+    """
     found: list[str] = []
     if "error" in report["redis"]:
         return [f"redis unreachable: {report['redis']['error']}"]
@@ -135,7 +154,12 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str]) ->
             f"{limit} (at the limit writes are refused: docs/deployment.md, sizing Redis memory)"
         )
     producers = report["producers"]
-    for name in expected:
+    if expected is None and not any(d.get("status") == "running" for d in producers.values()):
+        found.append(
+            "no producer running: no live heartbeat with status running "
+            "(PRODUCER_NAME is not set, so a producer of any name counts)"
+        )
+    for name in expected or []:
         if name not in producers:
             found.append(f"producer {name!r}: no heartbeat (stopped, or its key expired)")
         elif producers[name].get("status") != "running":
@@ -211,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--producer",
         action="append",
-        help="producer name that must be alive (default: PRODUCER_NAME); repeatable",
+        help="producer name that must be alive; repeatable (default: PRODUCER_NAME when it is "
+        "set, else any running producer)",
     )
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for workers")
     args = parser.parse_args(argv)
@@ -237,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         report["redis"] = {"error": f"{describe(settings)}: {exc}"}
     report["sentinel"] = collect_sentinel(settings, client)
     report["last_message_age_s"] = flow(report["producers"], time.time())
-    reasons = problems(report, settings, args.producer or [settings.producer_name])
+    reasons = problems(report, settings, required_producers(settings, args.producer))
     reasons = sentinel_problems(report["sentinel"]) + reasons
     report["healthy"], report["problems"] = not reasons, reasons
     print(json.dumps(report, indent=2, default=str) if args.json else render(report))

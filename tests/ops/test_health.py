@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from alpaca_broker.health import collect_leases, flow, problems, render
+from alpaca_broker.health import collect_leases, flow, problems, render, required_producers
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import free_port
 from alpaca_broker.settings import Settings
@@ -267,6 +267,38 @@ def test_problems_of_a_healthy_report_are_none_and_young_unacked_tasks_are_fine(
     young = {"depth": {}, "unacked": 5, "oldest_unacked_age_s": 239.0}
     assert problems(_report(), SETTINGS, ["default"]) == []
     assert problems(_report(queues=young), SETTINGS, ["default"]) == []
+
+
+def test_an_explicit_producer_name_or_option_is_required_by_name_else_any_producer_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PRODUCER_NAME", raising=False)
+    unset = Settings(_env_file=None)
+    assert unset.producer_name == "default"
+    assert required_producers(unset, None) is None
+    assert required_producers(unset, ["feed-a"]) == ["feed-a"]
+    explicit = Settings(PRODUCER_NAME="default", _env_file=None)
+    assert required_producers(explicit, None) == ["default"]
+    assert required_producers(explicit, ["a", "b"]) == ["a", "b"]
+    monkeypatch.setenv("PRODUCER_NAME", "feed-a")
+    assert required_producers(Settings(_env_file=None), None) == ["feed-a"]
+
+
+def test_without_a_required_name_one_running_producer_of_any_name_is_healthy() -> None:
+    running = {"status": "running", "streams": {}}
+    stopped = {"status": "stopped", "streams": {}}
+    none_running = (
+        "no producer running: no live heartbeat with status running "
+        "(PRODUCER_NAME is not set, so a producer of any name counts)"
+    )
+    assert problems(_report(producers={"feed-a": running}), SETTINGS, None) == []
+    assert problems(_report(producers={"a": stopped, "b": running}), SETTINGS, None) == []
+    assert problems(_report(producers={}), SETTINGS, None) == [none_running]
+    assert problems(_report(producers={"feed-a": stopped}), SETTINGS, None) == [none_running]
+    # By name (explicit PRODUCER_NAME), another producer's heartbeat does not do.
+    assert problems(_report(producers={"feed-a": running}), SETTINGS, ["default"]) == [
+        "producer 'default': no heartbeat (stopped, or its key expired)"
+    ]
 
 
 def test_flow_gives_seconds_since_each_streams_last_message() -> None:
