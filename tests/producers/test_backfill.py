@@ -33,8 +33,10 @@ def test_with_a_star_each_source_backfills_only_its_own_kind_of_held_symbol() ->
     held = held_symbols(KEYS, [KEYS.bars(s) for s in ("SPY", "BTC/USD", "BRK.B", "ETH/USDT")])
     assert [s for s in held if stocks.BARS.owns(s)] == ["BRK.B", "SPY"]
     assert [s for s in held if crypto.BARS.owns(s)] == ["BTC/USD", "ETH/USDT"]
-    assert is_crypto_pair("BTC/USD") and not is_crypto_pair("AAPL")
-    assert is_stock_symbol("AAPL") and not is_stock_symbol("BTC/USD")
+    assert is_crypto_pair("BTC/USD")
+    assert not is_crypto_pair("AAPL")
+    assert is_stock_symbol("AAPL")
+    assert not is_stock_symbol("BTC/USD")
 
 
 def test_options_have_no_bars_to_backfill() -> None:
