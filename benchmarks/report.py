@@ -51,7 +51,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     if ours and direct:
         lines.append(f"pipeline / direct throughput: {ours / direct:.2f}")
     if limit := best_ingest(rows, "ceiling"):
-        for design in ("ingest", "pipeline"):
+        for design in ("ingest", "ingest-split", "pipeline"):
             if mine := best_ingest(rows, design):
                 lines.append(f"{design} producer ingest / ceiling: {mine / limit:.2f}")
     return "\n".join(lines)
