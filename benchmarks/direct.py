@@ -10,8 +10,9 @@ import base64
 
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import load_settings
+from producers.buffer import Message
 from producers.frames import Frame
-from producers.handoff import Message, to_wire
+from producers.handoff import to_wire
 from producers.health import Heartbeat, ProducerView
 from producers.main import run_until_signalled
 from producers.streams import STREAMS, build_stream

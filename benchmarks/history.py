@@ -16,7 +16,7 @@ import redis
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer
 from alpaca_broker.settings import Settings
-from producers.handoff import EventBuffer, Message
+from producers.buffer import EventBuffer, Message
 from producers.health import StreamStatus
 from producers.reconciliation import Reconciler
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 import msgpack
 
 from alpaca_broker.schema import REQUIRED_KEYS
+from producers.buffer import Message
 from producers.frames import Frame, clean_count, parse_frame
-from producers.handoff import Message, to_wire
+from producers.handoff import to_wire
 from tasks.price_events import prepare_batch
 
 N_FRAMES, PER_FRAME = 200, 100

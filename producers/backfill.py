@@ -25,7 +25,7 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import Settings
 from alpaca_broker.timestamps import parse_rfc3339
-from producers.handoff import EventBuffer, Message
+from producers.buffer import EventBuffer, Message
 from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)

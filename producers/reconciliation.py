@@ -1,10 +1,11 @@
 """Reconciliation: after every (re)connect and periodically, recover missed order updates.
 
 Alpaca replays nothing after a trading-stream gap; only REST knows what happened meanwhile.
-The pure half (:func:`missed_event`) decides which event an order's REST state implies given
-what Redis holds; :class:`Reconciler` is the unit that fetches, diffs and hands the
-differences to the order buffer as ``source: reconciliation`` events (the same task and
-dedupe as streamed ones). One bad order never stops a pass: it is skipped and counted.
+The pure half (:mod:`producers.order_diff`: :func:`~producers.order_diff.missed_event`)
+decides which event an order's REST state implies given what Redis holds; :class:`Reconciler`
+is the unit that fetches, diffs and hands the differences to the order buffer as
+``source: reconciliation`` events (the same task and dedupe as streamed ones). One bad order
+never stops a pass: it is skipped and counted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 import redis
@@ -28,30 +28,11 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.schema import FINAL_STATUSES
 from alpaca_broker.settings import Settings
-from producers.handoff import EventBuffer, Message
+from producers.buffer import EventBuffer, Message
+from producers.order_diff import InFlight, _qty, missed_event, valid_orders
 from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)
-
-
-# An order's REST status -> the trade_updates event that leads to it.
-STATUS_EVENTS = {
-    "new": "new",
-    "accepted": "accepted",
-    "pending_new": "pending_new",
-    "partially_filled": "partial_fill",
-    "filled": "fill",
-    "done_for_day": "done_for_day",
-    "canceled": "canceled",
-    "expired": "expired",
-    "replaced": "replaced",
-    "pending_cancel": "pending_cancel",
-    "pending_replace": "pending_replace",
-    "rejected": "rejected",
-    "suspended": "suspended",
-    "stopped": "stopped",
-    "calculated": "calculated",
-}
 
 PAGE = 500
 MAX_PAGES = 100
@@ -61,83 +42,6 @@ LOOKBACK_MARGIN_S = 60.0
 GONE_FIELD = "gone_at"
 """Set on ``P:order:{ID}`` when REST answers 404 for a non-final order: it is no longer
 looked up (an order of another account or a reset paper account); the hash is kept."""
-
-
-def _qty(value: object) -> Decimal | None:
-    try:
-        return Decimal(str(value)) if value not in (None, "") else None
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def missed_event(order: dict[str, Any], held: dict[str, str]) -> dict[str, Any] | None:
-    """The ``trade_updates`` data a gap hid, or None when Redis already shows this state.
-
-    ``held`` is the order's hash in Redis (empty when unknown). A change of status or of
-    filled quantity means an event was missed; the event carries the order as REST shows
-    it, ``timestamp`` = its ``updated_at``, and no ``execution_id`` (REST has none).
-    """
-    status = str(order.get("status", ""))
-    unchanged = held and held.get("status") == status
-    if unchanged and _qty(held.get("filled_qty")) == _qty(order.get("filled_qty")):
-        return None
-    return {
-        "event": STATUS_EVENTS.get(status, status),
-        "order": order,
-        "timestamp": order.get("updated_at"),
-    }
-
-
-IN_FLIGHT_S = 60.0
-"""Seconds a state the stream delivered counts as on its way to Redis (queued, or a task
-retrying through a failover) rather than missed."""
-
-
-class InFlight:
-    """Order states this process's stream handed off lately: not missed, only not yet in Redis.
-
-    Without it a pass that runs while a streamed fill waits out a failover in a retrying
-    task sees REST ``filled`` and Redis ``partially_filled``, and publishes a REST copy of
-    the fill (no ``execution_id``); the real one, arriving seconds later, is then a
-    duplicate of that state and skipped. A state counts as in flight for :data:`IN_FLIGHT_S`
-    only: one the pipeline truly lost is still recovered, by a later pass.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._seen: dict[str, tuple[str, Decimal | None, float]] = {}
-        self._limit = limit
-
-    def note(self, message: Message) -> None:
-        """Called by the order stream's read loop for each ``trade_updates`` data object."""
-        order = message.payload.get("order") if isinstance(message.payload, dict) else None
-        if not isinstance(order, dict) or not isinstance(order.get("id"), str):
-            return
-        seen = self._seen
-        seen.pop(order["id"], None)  # re-inserted last: the oldest entry goes first
-        seen[order["id"]] = (
-            str(order.get("status", "")),
-            _qty(order.get("filled_qty")),
-            time.monotonic(),
-        )
-        if len(seen) > self._limit:
-            seen.pop(next(iter(seen)), None)
-
-    def carries(self, order: dict[str, Any]) -> bool:
-        """Whether the stream delivered ``order``'s REST state within :data:`IN_FLIGHT_S`."""
-        seen = self._seen.get(order["id"])
-        return (
-            seen is not None
-            and seen[:2] == (str(order.get("status", "")), _qty(order.get("filled_qty")))
-            and time.monotonic() - seen[2] < IN_FLIGHT_S
-        )
-
-
-def valid_orders(page: object) -> tuple[list[dict[str, Any]], int]:
-    """The well-shaped orders of a REST page, and how many entries were not (pure)."""
-    if not isinstance(page, list):
-        return [], 1
-    good = [o for o in page if isinstance(o, dict) and isinstance(o.get("id"), str) and o["id"]]
-    return good, len(page) - len(good)
 
 
 @dataclass

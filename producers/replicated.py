@@ -7,7 +7,8 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_client import connect
 from alpaca_broker.replication import ReplicaWait
 from alpaca_broker.settings import Settings
-from producers.handoff import Message, Send
+from producers.buffer import Message
+from producers.handoff import Send
 
 
 def shares_the_output_redis(settings: Settings) -> bool:

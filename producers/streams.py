@@ -34,21 +34,15 @@ from alpaca_broker.schema import (
 )
 from alpaca_broker.settings import Settings
 from producers.backfill import Backfiller, BackfillState, BarSource
+from producers.buffer import EventBuffer, Message
 from producers.clients import crypto, news, options, stocks
 from producers.clients.market import MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
 from producers.connection import ReconnectPolicy, StreamClient, StreamUnit
-from producers.handoff import (
-    BatchPolicy,
-    EventBuffer,
-    Handoff,
-    Message,
-    Send,
-    batch_sender,
-    each_sender,
-)
+from producers.handoff import BatchPolicy, Handoff, Send, batch_sender, each_sender
 from producers.health import StreamStatus
-from producers.reconciliation import InFlight, Reconciler, ReconcileStats
+from producers.order_diff import InFlight
+from producers.reconciliation import Reconciler, ReconcileStats
 from producers.replicated import replicated
 from producers.supervisor import Backoff, UnitFactory
 

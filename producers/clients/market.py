@@ -23,8 +23,8 @@ import msgpack
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import MalformedReporter
 from alpaca_broker.recording import RecordingWriter
+from producers.buffer import Message
 from producers.frames import Frame, clean_count, parse_frame
-from producers.handoff import Message
 from producers.health import StreamStatus
 
 log = logging.getLogger(__name__)

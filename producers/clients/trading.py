@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from alpaca_broker.recording import RecordingWriter
+from producers.buffer import Message
 from producers.clients.market import InputCounter, Sink
-from producers.handoff import Message
 from producers.health import StreamStatus
 
 log = logging.getLogger(__name__)

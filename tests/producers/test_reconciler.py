@@ -18,8 +18,8 @@ from alpaca.trading.requests import GetOrdersRequest
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
-from producers import reconciliation
-from producers.handoff import EventBuffer, Message
+from producers import order_diff, reconciliation
+from producers.buffer import EventBuffer, Message
 from producers.health import StreamStatus
 from producers.reconciliation import LOOKBACK_MARGIN_S, Reconciler
 
@@ -219,7 +219,7 @@ def test_a_state_the_stream_delivered_and_a_task_still_carries_is_not_published_
     # A streamed fill waits out a failover in a retrying task: Redis still shows the partial
     # fill, REST the fill. A REST copy now would make the real fill (with its execution_id)
     # a duplicate of the same state, skipped when it lands.
-    in_flight = reconciliation.InFlight()
+    in_flight = order_diff.InFlight()
     reconciler = Reconciler(
         Settings(REDIS_URL=redis_url, _env_file=None), buffer, in_flight=in_flight
     )
@@ -230,13 +230,13 @@ def test_a_state_the_stream_delivered_and_a_task_still_carries_is_not_published_
     rest = ScriptedRest([filled], [])  # REST as the pass sees it
     assert _pass(reconciler, buffer, rest, redis_client) == []
     # Still not in Redis a minute on: the pipeline lost it, and the next pass recovers it.
-    later = time.monotonic() + reconciliation.IN_FLIGHT_S
+    later = time.monotonic() + order_diff.IN_FLIGHT_S
     monkeypatch.setattr(time, "monotonic", lambda: later)
     assert _pass(reconciler, buffer, rest, redis_client) == ["a"]
 
 
 def test_a_streamed_state_rest_has_moved_past_is_still_recovered(redis_url, buffer, redis_client):
-    in_flight = reconciliation.InFlight()
+    in_flight = order_diff.InFlight()
     reconciler = Reconciler(
         Settings(REDIS_URL=redis_url, _env_file=None), buffer, in_flight=in_flight
     )

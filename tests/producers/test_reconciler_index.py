@@ -11,7 +11,7 @@ from alpaca.trading.client import TradingClient
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
-from producers.handoff import EventBuffer
+from producers.buffer import EventBuffer
 from producers.health import StreamStatus
 from producers.reconciliation import Reconciler
 from tests.producers.test_reconciler import ScriptedRest, _order

@@ -9,10 +9,11 @@ import msgpack
 import pytest
 import websockets
 
+from producers.buffer import EventBuffer
 from producers.connection import classify
-from producers.handoff import BatchPolicy, EventBuffer, Handoff, to_wire
+from producers.handoff import BatchPolicy, Handoff, to_wire
 from producers.health import StreamStatus
-from producers.reconciliation import missed_event
+from producers.order_diff import missed_event
 from tests.harness.wait import wait_until
 
 
