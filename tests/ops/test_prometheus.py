@@ -170,8 +170,14 @@ def _check_prometheus(server: Prometheus, producer_name: str) -> None:
     ]
     p99 = next(e for e in results if e.startswith("histogram_quantile(0.99"))
     assert all(math.isfinite(float(r["value"][1])) for r in results[p99] if r["value"][1] != "NaN")
+    # A rate over the scrapes in its window: 0 until two scrapes straddle a published batch.
     published = next(e for e in results if "events_published_total" in e)
-    assert sum(float(r["value"][1]) for r in results[published]) > 0
+    wait_until(
+        lambda: sum(float(r["value"][1]) for r in server.query(published)) > 0,
+        60,
+        interval=0.5,
+        message=f"{published} above 0",
+    )
 
 
 def _wait_false(check: Callable[[], Any], timeout: float) -> Any:
