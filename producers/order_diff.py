@@ -34,7 +34,8 @@ STATUS_EVENTS = {
 }
 
 
-def _qty(value: object) -> Decimal | None:
+def decimal_qty(value: object) -> Decimal | None:
+    """A quantity as a Decimal (``"1.50"`` equals ``"1.5"``), None when absent or not a number."""
     try:
         return Decimal(str(value)) if value not in (None, "") else None
     except (InvalidOperation, ValueError):
@@ -50,7 +51,7 @@ def missed_event(order: dict[str, Any], held: dict[str, str]) -> dict[str, Any] 
     """
     status = str(order.get("status", ""))
     unchanged = held and held.get("status") == status
-    if unchanged and _qty(held.get("filled_qty")) == _qty(order.get("filled_qty")):
+    if unchanged and decimal_qty(held.get("filled_qty")) == decimal_qty(order.get("filled_qty")):
         return None
     return {
         "event": STATUS_EVENTS.get(status, status),
@@ -87,7 +88,7 @@ class InFlight:
         seen.pop(order["id"], None)  # re-inserted last: the oldest entry goes first
         seen[order["id"]] = (
             str(order.get("status", "")),
-            _qty(order.get("filled_qty")),
+            decimal_qty(order.get("filled_qty")),
             time.monotonic(),
         )
         if len(seen) > self._limit:
@@ -98,7 +99,7 @@ class InFlight:
         seen = self._seen.get(order["id"])
         return (
             seen is not None
-            and seen[:2] == (str(order.get("status", "")), _qty(order.get("filled_qty")))
+            and seen[:2] == (str(order.get("status", "")), decimal_qty(order.get("filled_qty")))
             and time.monotonic() - seen[2] < IN_FLIGHT_S
         )
 

@@ -29,7 +29,7 @@ from alpaca_broker.redis_client import connect
 from alpaca_broker.schema import FINAL_STATUSES
 from alpaca_broker.settings import Settings
 from producers.buffer import EventBuffer, Message
-from producers.order_diff import InFlight, _qty, missed_event, valid_orders
+from producers.order_diff import InFlight, decimal_qty, missed_event, valid_orders
 from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ class Reconciler(ProducerUnit):
         """Put ``event`` in the order buffer unless the same state still waits there from an
         earlier pass (the broker is down: Redis cannot show it yet, and every pass would add
         it again, growing the buffer with copies)."""
-        state = f"{order['id']}|{event['event']}|{_qty(order.get('filled_qty'))}"
+        state = f"{order['id']}|{event['event']}|{decimal_qty(order.get('filled_qty'))}"
         seq = self._queued.get(state)
         if seq is not None and self._buffer.holds(seq):
             return False

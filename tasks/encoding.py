@@ -50,13 +50,9 @@ def _finite(value: Any) -> bool:
     return True
 
 
-def _scalar_ok(value: Any) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
-
-
 def _encode(value: Any) -> bytes:
     try:
-        if not (_finite(value) if isinstance(value, dict | list | tuple) else _scalar_ok(value)):
+        if not _finite(value if isinstance(value, dict | list | tuple) else (value,)):
             raise ValueError("NaN or infinity has no JSON form")
         try:
             return orjson.dumps(value)

@@ -14,15 +14,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from alpaca_broker.keys import ORDERS_QUEUE, Keys
-from tests.faults.test_full_redis import fill_event, send_order, wait_published_once
+from alpaca_broker.keys import ORDERS_QUEUE
+from tests.harness.faults import fill_event, send_order, wait_published_once
 from tests.harness.proxy import TcpProxy
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
 
 pytestmark = pytest.mark.faults
 
-KEYS = Keys()
 #: The start of a BRPOP reply that took a task from the ``orders`` queue.
 ORDERS_POPPED = b"*2\r\n$6\r\norders\r\n"
 

@@ -7,21 +7,16 @@ has just taken off the queue. Each time, freeing memory publishes the event exac
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
 
-from alpaca_broker.keys import ORDER_EVENT_TASK, ORDERS_QUEUE, Keys
+from alpaca_broker.keys import ORDERS_QUEUE, Keys
 from alpaca_broker.redis_server import RedisServer
-from alpaca_broker.settings import Settings
-from celery_app.config import create_app
-from tests.harness.faults import UNACKED
+from tests.harness.faults import UNACKED, fill_event, send_order, wait_published_once
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
-from tests.tasks.payloads import RECEIVED_NS, trade_update
 
 pytestmark = pytest.mark.faults
 
@@ -60,23 +55,6 @@ def fill(client: redis.Redis) -> int:
 def free(client: redis.Redis) -> None:
     for key in client.scan_iter(f"{JUNK}*", count=1000):
         client.delete(key)
-
-
-def send_order(broker_url: str, output_url: str, data: dict[str, Any]) -> None:
-    settings = Settings(REDIS_URL=output_url, CELERY_BROKER_URL=broker_url, _env_file=None)
-    create_app(settings).send_task(ORDER_EVENT_TASK, args=[data, RECEIVED_NS, "stream"])
-
-
-def fill_event() -> dict[str, Any]:
-    data = trade_update("AAPL", "fill")
-    data["execution_id"] = str(uuid.uuid4())
-    return data
-
-
-def wait_published_once(client: redis.Redis, broker: redis.Redis) -> None:
-    wait_until(lambda: client.xlen(KEYS.orders_events) >= 1, 30, message="event published")
-    wait_until(lambda: broker.hlen(UNACKED) == 0, 15, message="task acknowledged")
-    assert client.xlen(KEYS.orders_events) == 1
 
 
 def test_an_order_event_waits_out_a_full_output_redis_and_is_published_once(

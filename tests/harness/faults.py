@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 import re
 import signal
+import uuid
 from collections import Counter
 from typing import Any
 
 import psutil
 import redis
 
-from alpaca_broker.keys import Keys
+from alpaca_broker.keys import ORDER_EVENT_TASK, Keys
+from alpaca_broker.settings import Settings
+from celery_app.config import create_app
 from simulator.api import Simulator
 from simulator.clock import parse_time
 from simulator.orders import TERMINAL_STATUSES
 from tests.harness.producer import ProducerProcess
 from tests.harness.wait import wait_until
 from tests.harness.workers import WorkerProcess
+from tests.tasks.payloads import RECEIVED_NS, trade_update
 
 KEYS = Keys()
 #: kombu's Redis transport keeps every delivered, not yet acknowledged order task here.
@@ -194,3 +198,26 @@ def wait_producer_running(producer: ProducerProcess, *streams: str, timeout: flo
         message=f"the heartbeat of pid {pid}",
     )
     producer.wait_connected(*streams, timeout=timeout)
+
+
+# --- one order task straight to a broker ---------------------------------------------
+
+
+def send_order(broker_url: str, output_url: str, data: dict[str, Any]) -> None:
+    """Send one ``orders.publish_event`` task for ``data`` to ``broker_url``."""
+    settings = Settings(REDIS_URL=output_url, CELERY_BROKER_URL=broker_url, _env_file=None)
+    create_app(settings).send_task(ORDER_EVENT_TASK, args=[data, RECEIVED_NS, "stream"])
+
+
+def fill_event() -> dict[str, Any]:
+    """A ``fill`` trade update with an execution id of its own."""
+    data = trade_update("AAPL", "fill")
+    data["execution_id"] = str(uuid.uuid4())
+    return data
+
+
+def wait_published_once(client: redis.Redis, broker: redis.Redis) -> None:
+    """Wait for the one order event in ``client`` and its task acknowledged in ``broker``."""
+    wait_until(lambda: client.xlen(KEYS.orders_events) >= 1, 30, message="event published")
+    wait_until(lambda: broker.hlen(UNACKED) == 0, 15, message="task acknowledged")
+    assert client.xlen(KEYS.orders_events) == 1
