@@ -71,4 +71,7 @@ def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` is a passing fault worth retrying."""
     if isinstance(exc, redis.exceptions.ReadOnlyError):
         return True  # a replica during failover: the primary comes back
+    if isinstance(exc, kombu.exceptions.BatchPublishError):
+        # Several tasks queued in one round trip (the price hand-off): what broke it decides.
+        return exc.__cause__ is not None and is_retryable(exc.__cause__)
     return isinstance(exc, RETRYABLE)

@@ -54,6 +54,14 @@ def render(rows: list[dict[str, Any]]) -> str:
         for design in ("ingest", "ingest-split", "pipeline"):
             if mine := best_ingest(rows, design):
                 lines.append(f"{design} producer ingest / ceiling: {mine / limit:.2f}")
+    for row in rows:
+        if relative := row.get("relative"):
+            orders = row.get("orders") or {}
+            lines.append(
+                f"{row['design']} at {relative} of the ceiling ({row['offered']:.0f}/s): "
+                f"ingest {row.get('ingest_per_s') or 0:.0f}/s, dropped {row['dropped']}, "
+                f"order p99 {orders.get('p99_ms', float('nan')):.1f} ms"
+            )
     return "\n".join(lines)
 
 

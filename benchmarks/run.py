@@ -26,12 +26,13 @@ from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import RedisServer, require_redis, unreachable
 from benchmarks.designs import Design, all_designs
 from benchmarks.probes import ChannelProbe, IngestProbe, ProcessSampler
-from benchmarks.report import plot, render
+from benchmarks.report import best_ingest, plot, render
 from simulator import launcher
 
 KEYS = Keys()
 PRODUCER = "bench"
 SYMBOLS = [f"SY{i:03d}" for i in range(50)]
+POOL = 200  # frames the simulator sends over and over to a design that only reads
 
 
 def _simulator(
@@ -97,9 +98,13 @@ def _measure(
 ) -> dict[str, Any]:
     """Start, warm up, measure, stop; returns the figures."""
     order_rate = args.order_rate if design.orders else 0
-    urls = _simulator(
-        children, rate, order_rate, env, args.simulator_options.split(), args.simulator_nice
-    )
+    extra = args.simulator_options.split()
+    if not design.publishes:
+        # A design that only reads (ceiling, ingest) gets frames drawn once and sent over and
+        # over: drawing them costs the simulator more than reading them costs any reader,
+        # which made the simulator the limit of both at max and their ratio noise.
+        extra += ["--pool", str(POOL)]
+    urls = _simulator(children, rate, order_rate, env, extra, args.simulator_nice)
     for name, argv in design.workers.items():
         children.start(f"{design.name}-{name}", argv, env)
     prices = ChannelProbe(env["REDIS_URL"], KEYS.prices_pattern, sample=args.sample).start()
@@ -189,6 +194,17 @@ def _settle(probe: ChannelProbe, quiet: float = 2.0, limit: float = 60.0) -> Non
             seen, last = probe.count, time.monotonic()
 
 
+def _offered(spec: str, rows: list[dict[str, Any]]) -> float | None:
+    """Messages/s for a ``--rates`` entry: a number, ``max`` (0: as fast as the client
+    reads), or ``N%`` of the ceiling measured earlier in this run (None before that)."""
+    if spec == "max":
+        return 0.0
+    if spec.endswith("%"):
+        ceiling = best_ingest(rows, "ceiling")
+        return round(ceiling * float(spec[:-1]) / 100) if ceiling else None
+    return float(spec)
+
+
 def _start(server: RedisServer) -> None:
     try:
         server.start()
@@ -203,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rates",
         default="5000,25000",
-        help="offered market msgs/s, comma-separated; 'max': as fast as the producer reads",
+        help="offered market msgs/s, comma-separated; 'max': as fast as the producer reads; "
+        "'80%%': that share of the ceiling design's max in this run (list ceiling first)",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
@@ -242,13 +259,18 @@ def main(argv: list[str] | None = None) -> int:
         require_redis("bench", args.redis_url)
     designs = all_designs(args.concurrency, args.pool)
     chosen = [designs[name] for name in args.designs.split(",")]
-    rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
+    rates = args.rates.split(",")
+    if any(r.endswith("%") for r in rates) and chosen[0].name != "ceiling":
+        parser.error("a rate in % of the ceiling needs --designs to start with ceiling")
     rows: list[dict[str, Any]] = []
     for design in chosen:
         print(f"{design.name}: {design.description}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="alpaca-bench-") as tmp:
         for design in chosen:
-            for rate in rates:
+            for spec in rates:
+                rate = _offered(spec, rows)
+                if rate is None or (design.name == "ceiling" and spec.endswith("%")):
+                    continue
                 # A fresh embedded Redis for every run: one that ran before still rewrites
                 # the AOF of what the last run pushed (a forked child, seconds of CPU on a
                 # 2-core machine) and holds its memory, which slowed the next run's latency.
@@ -258,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                     if isinstance(server, RedisServer):
                         _start(server)
                     rows.append(run_one(design, rate, args, server, Path(tmp)))
+                    if spec.endswith("%"):
+                        rows[-1]["relative"] = spec
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     unreachable("bench", server if isinstance(server, str) else server.url, exc)
                 finally:

@@ -36,6 +36,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alpaca_broker.keys import PRICES_QUEUE
+from celery_app.wire import dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -150,5 +151,8 @@ class BoundedQoS(redis_transport.QoS):  # type: ignore[misc]
 
 
 def install() -> None:
-    """Make kombu's Redis channels (plain and Sentinel) use :class:`BoundedQoS`."""
+    """Make kombu's Redis channels (plain and Sentinel) use :class:`BoundedQoS`, and write
+    their message envelopes with :func:`celery_app.wire.dumps_json` (the same JSON; kombu's
+    encoder took more of the producer's hand-off than anything else but the socket)."""
     redis_transport.Channel.QoS = BoundedQoS
+    redis_transport.dumps = dumps_json

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -54,17 +55,31 @@ class TaskSender:
         ``argsrepr`` is what Flower and the logs show for the arguments (default: Celery's
         repr of them, which for a batch of hundreds of events costs more than it tells).
         """
+        self.send_many(task_name, [(args, argsrepr)])
+
+    def send_many(self, task_name: str, tasks: list[tuple[list[Any], str | None]]) -> None:
+        """Publish several task messages in one round trip (kombu's ``Producer.batch``: one
+        pipeline of LPUSHes); raises the broker's error when it cannot, and then none, some
+        or all of them may have been queued (price batches: at least once).
+
+        Pipelined because the hand-off thread waits for the interpreter lock after every
+        reply while the read loop is busy: at the producer's maximum rate one task per round
+        trip was the limit, and the read loop dropped what the hand-off could not take.
+        """
         if self._acquired is None:
             self._acquired = self._app.producer_pool.acquire(block=True)
+        producer = self._acquired
         try:
-            self._app.send_task(
-                task_name,
-                args=args,
-                producer=self._acquired,
-                retry=True,
-                retry_policy=SEND_RETRY_POLICY,
-                argsrepr=argsrepr,
-            )
+            with producer.batch(max_size=len(tasks) + 1) if len(tasks) > 1 else nullcontext():
+                for args, argsrepr in tasks:
+                    self._app.send_task(
+                        task_name,
+                        args=args,
+                        producer=producer,
+                        retry=True,
+                        retry_policy=SEND_RETRY_POLICY,
+                        argsrepr=argsrepr,
+                    )
         except Exception:
             self.close()  # the next send starts on a fresh connection
             raise
@@ -84,10 +99,13 @@ Send = Callable[[list[T]], None]
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
-    """Flush when ``max_events`` are collected or ``max_delay`` seconds after the first one."""
+    """Flush when ``max_events`` are collected or ``max_delay`` seconds after the first one;
+    when more than that waits already, take up to ``max_tasks`` tasks' worth at once (the
+    sender splits them into tasks of ``max_events`` and queues them in one round trip)."""
 
     max_events: int
     max_delay: float
+    max_tasks: int = 1
 
 
 class Handoff(ProducerUnit, Generic[T]):
@@ -157,6 +175,9 @@ class Handoff(ProducerUnit, Generic[T]):
         limit = self._policy.max_events
         batch = self._buffer.take(limit)
         count = sum(map(weight, batch))
+        if count >= limit and self._policy.max_tasks > 1:  # a backlog: no linger, more tasks
+            batch += self._buffer.take(limit * (self._policy.max_tasks - 1))
+            return batch
         deadline = time.monotonic() + self._policy.max_delay
         while count < limit and not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -199,12 +220,34 @@ def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, An
     return msg
 
 
-def batch_sender(app: Celery, task: str, family: str, keys: tuple[str, ...]) -> Send[Message]:
+def split(batch: list[Message], limit: int) -> list[list[Message]]:
+    """``batch`` in order, in runs worth up to ``limit`` messages each (a frame heavier than
+    ``limit`` is a run of its own: frames are never cut)."""
+    runs: list[list[Message]] = []
+    run: list[Message] = []
+    count = 0
+    for m in batch:
+        size = weight(m)
+        if run and count + size > limit:
+            runs.append(run)
+            run, count = [], 0
+        run.append(m)
+        count += size
+    if run:
+        runs.append(run)
+    return runs
+
+
+def batch_sender(
+    app: Celery, task: str, family: str, keys: tuple[str, ...], max_events: int = 500
+) -> Send[Message]:
     """Many messages per task, ``([[received_ns, raw(, source)], ...], family)``: market data.
 
     An item names its source only when it is not ``stream`` (a backfilled bar). A whole
     :class:`Frame` is one item, ``[received_ns, base64 of its msgpack bytes]``: the workers
     decode it (the task wire is JSON only, and base64 is one C call for the whole frame).
+    A batch worth more than ``max_events`` (a backlog) becomes several tasks, queued in one
+    round trip.
     """
     sender = TaskSender(app)
 
@@ -214,14 +257,28 @@ def batch_sender(app: Celery, task: str, family: str, keys: tuple[str, ...]) -> 
         wire = [m.received_ns, to_wire(m.payload, keys)]
         return wire if m.source == "stream" else [*wire, m.source]
 
-    def send(batch: list[Message]) -> None:
-        items = [item(m) for m in batch]
-        events = sum(map(weight, batch))
+    def task_args(run: list[Message]) -> tuple[list[Any], str]:
+        items = [item(m) for m in run]
+        events = sum(map(weight, run))
         # Stocks leave the family to the task's default: the wire of the first version.
         args = [items] if family == "us_equity" else [items, family]
-        sender.send(task, args, argsrepr=f"[{events} {family} events]")
+        return args, f"[{events} {family} events]"
+
+    def send(batch: list[Message]) -> None:
+        sender.send_many(task, [task_args(run) for run in split(batch, max_events)])
 
     return send
+
+
+def _describe(payload: Any) -> str:
+    """What Flower shows for a one-event task: its event and order id, when it has them."""
+    if not isinstance(payload, dict):
+        return f"[{type(payload).__name__}]"
+    body = payload.get("data", payload)  # a whole trade_updates envelope, or its data
+    body = body if isinstance(body, dict) else payload
+    order = body.get("order")
+    order_id = order.get("id") if isinstance(order, dict) else None
+    return f"[{body.get('event', '?')} {order_id or '?'}]"[:120]
 
 
 def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
@@ -234,6 +291,8 @@ def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
             raws = msgpack.unpackb(m.payload.data) if type(m.payload) is Frame else [m.payload]
             for raw in raws:
                 payload = to_wire(raw, keys) if keys else raw
-                sender.send(task, [payload, m.received_ns, m.source])
+                # A short argsrepr: Celery's own (a safe repr of the whole order) cost more
+                # than the rest of the send together.
+                sender.send(task, [payload, m.received_ns, m.source], _describe(payload))
 
     return send

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from types import FrameType
 
 from alpaca_broker.errors import ConfigError
@@ -17,6 +18,13 @@ from producers.streams import STREAMS, Stream, build_streams
 from producers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the interpreter lock while another waits for it (Python's
+default: 0.005). While a price read loop keeps the lock busy, every other thread (the
+hand-offs, the order stream) waits up to this long after each socket call before it runs
+again: at 5 ms the price hand-off fell behind the read loop and dropped messages, and each
+order event waited several such turns. Measured in docs/performance.md."""
 
 
 def parse_streams(value: str) -> tuple[str, ...]:
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         # Added last, so flushed last: the lease is released after the streams stopped and
         # their buffers were sent. One instance across restarts: it holds the token.
         supervisor.add("lease", lambda: lease)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code

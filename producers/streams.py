@@ -49,6 +49,9 @@ from producers.supervisor import Backoff, UnitFactory
 Reader = Literal["market", "trading"]
 Delivery = Literal["batch", "each"]
 
+PIPELINED_TASKS = 8
+"""Price tasks queued in one round trip when a backlog waits (``producers.handoff``)."""
+
 
 @dataclass(frozen=True)
 class StreamKind:
@@ -228,7 +231,8 @@ def task_sender(kind: StreamKind, app: Celery, settings: Settings | None = None)
     """How ``kind``'s messages become Celery tasks: batches, or one task each (confirmed by
     a replica when the primary has one: ``producers.replicated``)."""
     if kind.delivery == "batch":
-        return batch_sender(app, kind.task, kind.family, kind.time_keys)
+        limit = settings.price_batch_size if settings is not None else 500
+        return batch_sender(app, kind.task, kind.family, kind.time_keys, limit)
     send = each_sender(app, kind.task, kind.time_keys)
     return replicated(send, settings) if settings is not None else send
 
@@ -250,7 +254,9 @@ def build_stream(
     maxlen = settings.price_buffer_size if kind.bounded else None
     buffer: EventBuffer[Message] = EventBuffer(status, maxlen=maxlen)
     if kind.delivery == "batch":
-        policy = BatchPolicy(settings.price_batch_size, settings.price_batch_ms / 1000)
+        policy = BatchPolicy(
+            settings.price_batch_size, settings.price_batch_ms / 1000, PIPELINED_TASKS
+        )
     else:
         policy = BatchPolicy(1, 0)
     # The reconciler's wake-up and counters outlive the unit: a crashed reconciler is rebuilt

@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--frame-size", type=int, default=100, help="most market messages per frame (default 100)"
     )
     g.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="send FRAMES frames drawn once, over and over (each encoded once), so that a "
+        "client's read rate is the limit, not the drawing; their times repeat, so a pipeline "
+        "finds them stale; 0 = draw every frame anew (default)",
+    )
+    g.add_argument(
         "--clock-speed",
         type=float,
         default=1.0,
@@ -231,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         symbols=args.symbols,
         rate=args.rate,
         frame_size=args.frame_size,
+        pool=args.pool,
         clock_speed=args.clock_speed,
         synthetic=not scripted,
         order_rate=0.0 if scripted else args.order_rate,

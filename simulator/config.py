@@ -43,6 +43,8 @@ class SimulatorConfig:
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     #: Most market messages in one frame.
     frame_size: int = 100
+    #: Send this many frames, drawn once, over and over (0: draw every frame anew).
+    pool: int = 0
     #: The market clock's speed (60 makes a minute bar every real second).
     clock_speed: float = 1.0
     synthetic: bool = False
@@ -73,6 +75,8 @@ class SimulatorConfig:
             raise ValueError("rate must be positive (or None for as fast as possible)")
         if not 1 <= self.frame_size <= 5000:
             raise ValueError("frame_size must be between 1 and 5000")
+        if self.pool < 0:
+            raise ValueError("pool must be 0 or more")
         if self.outbound_queue < 1:
             raise ValueError("outbound_queue must be at least 1")
         if self.clock_speed <= 0:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from simulator.bars import BarModel
 from simulator.clock import MarketClock
+from simulator.codec import Frame, Message, WireFormat
 from simulator.config import SimulatorConfig
 from simulator.datastream import DataSession
 from simulator.hub import Hub
@@ -52,6 +53,10 @@ class MarketEmitter:
         self.rate = config.rate
         self._markets: dict[str, SyntheticMarket] = {}
         self._wake = asyncio.Event()
+        self._pool: list[tuple[list[Message], dict[WireFormat, Frame]]] = []
+        self._pool_of: object = None
+        self._credit = 0  # messages due but not sent yet (--pool sends whole frames)
+        self._next = 0
 
     def configure(self, *, enabled: bool, rate: float | None) -> None:
         """Switch the market on or off and set its rate (None: as fast as possible)."""
@@ -128,29 +133,60 @@ class MarketEmitter:
                 self._emit(feed, sessions, count)
             await asyncio.sleep(_TICK)
 
-    def _wanted(self, feed: str, sessions: list[DataSession]) -> dict[str, set[str]]:
+    def _wanted(
+        self, feed: str, sessions: list[DataSession]
+    ) -> tuple[dict[str, set[str]], set[DataSession]]:
+        """What to draw for (channel -> symbols), and the sessions that want all of it."""
         market = self.market(feed)
         now = asyncio.get_running_loop().time()
         if now - self._last_emit.get(feed, now) > 1.0:
             market.resync()  # nobody was listening: no stale bars for the newcomers
         self._last_emit[feed] = now
-        return wanted_symbols(sessions, self.universe(sessions[0]), feed == "test")
+        wanted = wanted_symbols(sessions, self.universe(sessions[0]), feed == "test")
+        return wanted, {s for s in sessions if s.subs.covers(wanted)}
 
     def _emit(self, feed: str, sessions: list[DataSession], count: int) -> None:
         market = self.market(feed)
-        wanted = self._wanted(feed, sessions)
+        wanted, whole = self._wanted(feed, sessions)
+        if self._config.pool:
+            self._credit += count
+            frames = self._pool_frames(feed, wanted)
+            while self._credit >= self._config.frame_size:
+                self._credit -= self._config.frame_size
+                msgs, encoded = frames[self._next % len(frames)]
+                self._next += 1
+                self._hub.deliver(sessions, msgs, whole, encoded)
+            return
         msgs = market.clock_messages(wanted) + market.generate(count, wanted)
         size = self._config.frame_size
         for start in range(0, len(msgs), size):
-            self._hub.deliver(sessions, msgs[start : start + size])
+            self._hub.deliver(sessions, msgs[start : start + size], whole)
 
     async def _emit_max(self, groups: Mapping[str, list[DataSession]]) -> None:
         size = self._config.frame_size
         for feed, sessions in groups.items():
             market = self.market(feed)
-            wanted = self._wanted(feed, sessions)
+            wanted, whole = self._wanted(feed, sessions)
+            if self._config.pool:
+                for msgs, encoded in self._pool_frames(feed, wanted):
+                    await self._hub.deliver_waiting(sessions, msgs, whole, encoded)
+                continue
             for _ in range(20):  # several frames per pass; the queue waits are the pacing
                 msgs = market.clock_messages(wanted) + market.generate(size, wanted)
                 for start in range(0, len(msgs), size):
-                    await self._hub.deliver_waiting(sessions, msgs[start : start + size])
+                    await self._hub.deliver_waiting(sessions, msgs[start : start + size], whole)
         await asyncio.sleep(0)
+
+    def _pool_frames(
+        self, feed: str, wanted: dict[str, set[str]]
+    ) -> list[tuple[list[Message], dict[WireFormat, Frame]]]:
+        """``--pool``: frames drawn once and sent over and over, each encoded once, so that
+        sending costs little beyond compression and the socket and a client's read rate is
+        the limit. Their times repeat: for measuring how fast a client reads, not what a
+        pipeline publishes (it would find them stale)."""
+        signature = (feed, tuple(sorted((ch, tuple(sorted(s))) for ch, s in wanted.items())))
+        if self._pool_of != signature:
+            market, size = self.market(feed), self._config.frame_size
+            self._pool = [(market.generate(size, wanted), {}) for _ in range(self._config.pool)]
+            self._pool_of = signature
+        return self._pool

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from simulator.kinds import ALL_CHANNELS, STOCKS, StreamKind, wanted_key
@@ -97,6 +97,15 @@ class Subscriptions:
             return False
         held = self._sets[channel]
         return "*" in held or any(s in held for s in symbols)
+
+    def covers(self, wanted: Mapping[str, Collection[str]]) -> bool:
+        """Whether this session subscribed to every channel -> symbols of ``wanted`` (then
+        it wants every message drawn for ``wanted``)."""
+        for channel, symbols in wanted.items():
+            held = self._sets.get(channel)
+            if held is None or ("*" not in held and not all(s in held for s in symbols)):
+                return False
+        return True
 
     def wants_message(self, message: Mapping[str, Any]) -> bool:
         """Whether ``message`` (a stock/crypto/option message, or a news article naming

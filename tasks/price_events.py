@@ -236,7 +236,10 @@ def _prepare_frame(batch: PriceBatch, data: str, received_at_ns: Any, family: st
     """Every message of one frame (base64 msgpack) into ``batch``; raises MalformedMessage
     when the frame itself cannot be decoded."""
     try:
-        messages = msgpack.unpackb(base64.b64decode(data, validate=True))
+        # timestamp=2: msgpack's C decoder turns each Timestamp ``t`` into int ns itself;
+        # the default builds a Timestamp object per message through a Python __init__, and
+        # to_ns then converts it (together a fifth of a worker's profile at 25,000/s).
+        messages = msgpack.unpackb(base64.b64decode(data, validate=True), timestamp=2)
     except Exception:  # binascii.Error and msgpack's several unrelated types for garbage
         raise MalformedMessage("undecodable frame", "not base64 msgpack", data) from None
     if not isinstance(messages, list):

@@ -13,7 +13,8 @@ from kombu.utils import json as kombu_json
 
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.settings import Settings
-from celery_app.config import celery_config, create_app, loads_json
+from celery_app.config import celery_config, create_app
+from celery_app.wire import dumps_json, loads_json
 from tests.harness.wait import wait_until
 
 PROBE_APP = "tests.harness.probe_tasks"
@@ -46,6 +47,23 @@ def test_wire_accepts_json_only_and_ignores_results() -> None:
 def test_the_fast_json_decoder_reads_what_kombu_writes_as_kombu_does(payload) -> None:
     body = kombu_json.dumps(payload, separators=(",", ":"))
     assert loads_json(body) == loads_json(body.encode()) == kombu_json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [[[1764000000123456789, "aGVsbG8="]], {}, {"callbacks": None, "chain": None}],
+        {"qty": 1.5, "big": 2**70, "ok": True, "nested": [("a", 1), {"é": "ü"}]},
+        {"when": datetime.datetime(2026, 11, 24, 14, 30), "qty": Decimal("0.1")},
+        {"id": uuid.UUID(int=7), 1: "int key"},
+    ],
+)
+def test_the_fast_json_encoder_writes_what_kombu_writes(payload) -> None:
+    expected = kombu_json.loads(kombu_json.dumps(payload))
+    written = dumps_json(payload)
+    assert isinstance(written, str)
+    assert kombu_json.loads(written) == expected
+    assert dumps_json([float("nan")]) == "[NaN]"  # as kombu (orjson would write null)
 
 
 def test_order_task_is_routed_to_orders_queue_with_late_ack(redis_url: str) -> None:
@@ -118,3 +136,31 @@ def test_order_task_survives_whole_worker_sigkill_and_runs_on_next_worker(
     worker_factory(redis_url, app=PROBE_APP, queues=ORDERS_QUEUE, env=short, name="b")
     wait_until(lambda: redis_client.lrange("w:done", 0, -1) == ["order-2"], 30)
     assert redis_client.llen("w:started") == 2
+
+
+def test_a_price_backlog_goes_out_as_several_tasks_in_order(redis_url: str, redis_client) -> None:
+    from kombu.utils.json import loads
+
+    from producers.buffer import Message
+    from producers.handoff import batch_sender
+
+    send = batch_sender(_sender(redis_url), "prices.publish_batch", "us_equity", ("t",), 2)
+    send([Message(1_000 + i, {"T": "t", "S": "AAPL", "i": i}) for i in range(5)])
+    bodies = [loads(raw)["body"] for raw in reversed(redis_client.lrange(PRICES_QUEUE, 0, -1))]
+    import base64
+
+    tasks = [loads(base64.b64decode(body))[0][0] for body in bodies]
+    assert [[item[1]["i"] for item in items] for items in tasks] == [[0, 1], [2, 3], [4]]
+
+
+def test_a_price_backlog_sent_to_an_unreachable_broker_fails_retryably() -> None:
+    from alpaca_broker.errors import is_retryable
+    from producers.buffer import Message
+    from producers.handoff import batch_sender
+
+    send = batch_sender(
+        _sender("redis://127.0.0.1:1/0"), "prices.publish_batch", "us_equity", ("t",), 2
+    )
+    with pytest.raises(Exception) as failed:
+        send([Message(1_000 + i, {"T": "t", "S": "AAPL", "i": i}) for i in range(5)])
+    assert is_retryable(failed.value), repr(failed.value)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alpaca_broker.schema import REQUIRED_KEYS
-from producers.frames import parse_frame
+from producers.frames import clean_count, parse_frame
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 
@@ -83,3 +83,33 @@ def test_arbitrary_bytes_never_raise(frame: bytes) -> None:
 def test_every_message_of_a_fuzzed_frame_is_kept_or_counted(frame: list[object]) -> None:
     parsed = parse_frame(msgpack.packb(frame, use_bin_type=True), REQUIRED_KEYS)
     assert len(parsed.market) + len(parsed.control) + len(parsed.malformed) == len(frame)
+
+
+@given(st.lists(messages | values, max_size=12))
+def test_the_fast_path_counts_a_frame_only_when_the_slow_path_finds_it_all_market(
+    frame: list[object],
+) -> None:
+    data = msgpack.packb(frame, use_bin_type=True)
+    parsed = parse_frame(data, REQUIRED_KEYS)
+    clean = not parsed.control and not parsed.malformed
+    assert clean_count(data, REQUIRED_KEYS) == (len(parsed.market) if clean else -1)
+
+
+@given(st.binary(max_size=200))
+def test_the_fast_path_refuses_arbitrary_bytes_or_counts_them_as_the_slow_path(
+    data: bytes,
+) -> None:
+    parsed = parse_frame(data, REQUIRED_KEYS)
+    count = clean_count(data, REQUIRED_KEYS)
+    assert count == -1 or (count == len(parsed.market) and not parsed.malformed)
+
+
+def test_the_fast_path_counts_captured_frames_and_refuses_control_and_missing_keys() -> None:
+    frames = msgpack.unpackb((PAYLOADS / "market_data.msgpack").read_bytes())
+    for frame in frames:
+        assert clean_count(frame, REQUIRED_KEYS) == len(msgpack.unpackb(frame))
+    error = msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}])
+    assert clean_count(error, REQUIRED_KEYS) == -1
+    assert (
+        clean_count(msgpack.packb([{"T": "t", "S": "AAPL", "t": 1, "p": 1.0}]), REQUIRED_KEYS) == -1
+    )

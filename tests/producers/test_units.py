@@ -7,11 +7,12 @@ import threading
 import kombu.exceptions
 import msgpack
 import pytest
-import websockets
+import websockets.exceptions
 
-from producers.buffer import EventBuffer
+from producers.buffer import EventBuffer, Message
 from producers.connection import classify
-from producers.handoff import BatchPolicy, Handoff, to_wire
+from producers.frames import Frame
+from producers.handoff import BatchPolicy, Handoff, split, to_wire
 from producers.health import StreamStatus
 from producers.order_diff import missed_event
 from tests.harness.wait import wait_until
@@ -106,6 +107,33 @@ def test_handoff_batches_by_size_and_flushes_the_rest_on_stop() -> None:
     buffer.put(99)
     handoff.flush(1.0)
     assert batches[-1] == [99]
+
+
+def test_handoff_takes_a_waiting_backlog_as_several_tasks_without_lingering() -> None:
+    status = StreamStatus("prices")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=1000)
+    batches: list[list[int]] = []
+    # A linger of a minute: a batch sent at once shows the backlog skipped it.
+    policy = BatchPolicy(10, 60.0, max_tasks=3)
+    handoff = Handoff("prices.handoff", buffer, status, batches.append, policy)
+    for i in range(35):
+        buffer.put(i)
+    thread = threading.Thread(target=handoff.run, daemon=True)
+    thread.start()
+    wait_until(lambda: len(batches) >= 1, 5)
+    assert batches[0] == list(range(30))
+    handoff.stop()
+    thread.join(2)
+
+
+def test_split_cuts_a_backlog_into_tasks_within_the_limit_and_never_cuts_a_frame() -> None:
+    def frame(n: int) -> Message:
+        return Message(1, Frame(b"", n))
+
+    batch = [frame(300), frame(300), frame(100), frame(700), frame(50)]
+    runs = split(batch, 500)
+    assert [[m.payload.messages for m in run] for run in runs] == [[300], [300, 100], [700], [50]]
+    assert [m for run in runs for m in run] == batch
 
 
 ORDER = {
