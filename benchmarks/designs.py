@@ -25,10 +25,17 @@ class Design:
     """A second producer process for the order stream (the first then runs prices only)."""
 
 
-def pipeline(concurrency: int, pool: str, name: str = "pipeline", split: bool = False) -> Design:
+def pipeline(
+    concurrency: int,
+    pool: str,
+    name: str = "pipeline",
+    split: bool = False,
+    prefetch: int = 4,
+) -> Design:
     """This project: batched price tasks, solo price workers (or one prefork pool); with no
     price workers (``ingest``), only the producer's hand-off into Celery is measured."""
-    price = [*CELERY, "celery_app", *WORKER_FLAGS, "-Q", "prices", "--prefetch-multiplier", "4"]
+    price = [*CELERY, "celery_app", *WORKER_FLAGS, "-Q", "prices"]
+    price += ["--prefetch-multiplier", str(prefetch)]
     if concurrency == 0:
         workers: dict[str, list[str]] = {}
     elif pool == "solo":
@@ -71,9 +78,9 @@ def pipeline(concurrency: int, pool: str, name: str = "pipeline", split: bool = 
 CRYPTO_PAIRS = ("BTC/USD", "ETH/USD", "SOL/USD", "LTC/USD", "DOGE/USD", "AVAX/USD")
 
 
-def crypto(concurrency: int, pool: str) -> Design:
+def crypto(concurrency: int, pool: str, prefetch: int = 4) -> Design:
     """The pipeline on the crypto stream (trades and quotes of six pairs), prices only."""
-    stocks = pipeline(concurrency, pool)
+    stocks = pipeline(concurrency, pool, prefetch=prefetch)
     workers = {name: argv for name, argv in stocks.workers.items() if name != "orders"}
     return Design(
         "crypto",
@@ -118,15 +125,15 @@ def ceiling() -> Design:
     )
 
 
-def all_designs(concurrency: int, pool: str) -> dict[str, Design]:
+def all_designs(concurrency: int, pool: str, prefetch: int = 4) -> dict[str, Design]:
     """Every design by name, in the order the report shows them."""
     designs = (
         ceiling(),
         pipeline(0, pool, "ingest"),
         pipeline(0, pool, "ingest-split", split=True),
-        pipeline(concurrency, pool),
+        pipeline(concurrency, pool, prefetch=prefetch),
         naive(max(1, concurrency)),
         direct(),
-        crypto(concurrency, pool),
+        crypto(concurrency, pool, prefetch),
     )
     return {d.name: d for d in designs}

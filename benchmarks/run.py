@@ -32,7 +32,6 @@ from simulator import launcher
 KEYS = Keys()
 PRODUCER = "bench"
 SYMBOLS = [f"SY{i:03d}" for i in range(50)]
-POOL = 200  # frames the simulator sends over and over to a design that only reads
 
 
 def _simulator(
@@ -99,11 +98,12 @@ def _measure(
     """Start, warm up, measure, stop; returns the figures."""
     order_rate = args.order_rate if design.orders else 0
     extra = args.simulator_options.split()
-    if not design.publishes:
-        # A design that only reads (ceiling, ingest) gets frames drawn once and sent over and
-        # over: drawing them costs the simulator more than reading them costs any reader,
-        # which made the simulator the limit of both at max and their ratio noise.
-        extra += ["--pool", str(POOL)]
+    if args.pool_frames:
+        # Frames drawn once and sent over and over: drawing a message cost the simulator (it
+        # stands for Alpaca's servers) more than reading it costs any reader, which made it
+        # the limit of the readers at max, and half a core at 25,000 msgs/s. A design that
+        # publishes gets them at the present time (--restamp), so it sees a live market.
+        extra += ["--pool", str(args.pool_frames)] + (["--restamp"] if design.publishes else [])
     urls = _simulator(children, rate, order_rate, env, extra, args.simulator_nice)
     for name, argv in design.workers.items():
         children.start(f"{design.name}-{name}", argv, env)
@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pool", default="solo", help="pipeline price workers: solo or prefork")
     parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=4,
+        help="the price workers' --prefetch-multiplier (batches each holds beyond the one it runs)",
+    )
+    parser.add_argument(
         "--simulator-options",
         default="",
         help="more simulator options, e.g. '--no-compression --frame-size 100'",
@@ -248,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU niceness of the simulator (it stands for Alpaca's servers): 10 lets the "
         "pipeline's processes come first on a machine too small for both",
     )
+    parser.add_argument(
+        "--pool-frames",
+        type=int,
+        default=200,
+        help="frames the simulator draws once and sends over and over (0: it draws every "
+        "message anew, as before 2026-11-30)",
+    )
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")
     parser.add_argument(
@@ -257,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.redis_url:
         require_redis("bench", args.redis_url)
-    designs = all_designs(args.concurrency, args.pool)
+    designs = all_designs(args.concurrency, args.pool, args.prefetch)
     chosen = [designs[name] for name in args.designs.split(",")]
     rates = args.rates.split(",")
     if any(r.endswith("%") for r in rates) and chosen[0].name != "ceiling":

@@ -45,6 +45,8 @@ class SimulatorConfig:
     frame_size: int = 100
     #: Send this many frames, drawn once, over and over (0: draw every frame anew).
     pool: int = 0
+    #: With ``pool`` and a rate: each message of a pool frame gets the time it is sent at.
+    restamp: bool = False
     #: The market clock's speed (60 makes a minute bar every real second).
     clock_speed: float = 1.0
     synthetic: bool = False

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from simulator.bars import BarModel
-from simulator.clock import MarketClock
+from simulator.clock import MarketClock, to_timestamp
 from simulator.codec import Frame, Message, WireFormat
 from simulator.config import SimulatorConfig
 from simulator.datastream import DataSession
@@ -155,6 +155,11 @@ class MarketEmitter:
                 self._credit -= self._config.frame_size
                 msgs, encoded = frames[self._next % len(frames)]
                 self._next += 1
+                if self._config.restamp:  # the same messages at the present time
+                    base = market.clock.reserve(len(msgs))
+                    for offset, msg in enumerate(msgs):
+                        msg["t"] = to_timestamp(base + offset)
+                    encoded = {}
                 self._hub.deliver(sessions, msgs, whole, encoded)
             return
         msgs = market.clock_messages(wanted) + market.generate(count, wanted)

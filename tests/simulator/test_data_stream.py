@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 from alpaca.data.live.stock import StockDataStream
 from alpaca.data.models import Bar, Quote, Trade, TradeCancel, TradeCorrection, TradingStatus
 
@@ -192,3 +193,35 @@ def test_pushed_messages_go_out_in_one_frame_per_push(sim: Simulator) -> None:
         stats = sim.stats()
     assert [m["i"] for m in received] == list(range(1, 251))
     assert (stats["market_frames"], stats["market_messages"]) == (1, 250)
+
+
+@pytest.mark.parametrize("restamp", [False, True])
+def test_a_pool_repeats_its_frames_and_restamped_ones_carry_the_time_they_are_sent(
+    restamp: bool,
+) -> None:
+    received, handler = collector()
+    with Simulator(
+        synthetic=True,
+        rate=2000,
+        pool=3,
+        restamp=restamp,
+        frame_size=10,
+        mix={"t": 40, "q": 60},  # what the handlers get: no corrections or cancels
+        seed=4,
+    ) as sim:
+        stream = StockDataStream("key", "secret", raw_data=True, url_override=sim.data_url)
+        stream.subscribe_trades(handler, "AAPL")
+        stream.subscribe_quotes(handler, "AAPL")
+        with Running(stream, sim, "data"):
+            wait_until(lambda: len(received) >= 150, timeout=15, message="five cycles")
+    # Three frames of ten, drawn once, over and over (after the first frames, which may
+    # come from a pool drawn for a subscription still being made).
+    window = received[60:120]
+    drawn = [(m["T"], m.get("p"), m.get("bp"), m.get("i")) for m in window]
+    assert drawn[:30] == drawn[30:]
+    times = [m["t"].to_unix_nano() for m in window]
+    if restamp:
+        assert times == sorted(times)
+        assert len(set(times)) == 60
+    else:
+        assert times[:30] == times[30:]
