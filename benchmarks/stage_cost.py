@@ -19,7 +19,7 @@ import msgpack
 from alpaca_broker.schema import REQUIRED_KEYS
 from celery_app.wire import dumps_json
 from producers.buffer import Message
-from producers.frames import Frame, clean_count, parse_frame
+from producers.frames import Frame, clean_count, parse_frame, wire_models
 from producers.handoff import to_wire
 from tasks.price_events import prepare_batch
 
@@ -46,7 +46,8 @@ def _before(frames: list[bytes]) -> list[list[object]]:
 
 
 def _after(frames: list[bytes]) -> list[list[object]]:
-    out = [Message(1, Frame(f, clean_count(f, REQUIRED_KEYS))) for f in frames]
+    wire = wire_models(REQUIRED_KEYS)  # as a read loop holds it
+    out = [Message(1, Frame(f, clean_count(f, wire))) for f in frames]
     items: list[list[object]] = [
         [m.received_ns, base64.b64encode(m.payload.data).decode("ascii")] for m in out
     ]

@@ -227,14 +227,12 @@ class Stream:
         return tuple(name for name in self.units if not name.endswith(".handoff"))
 
 
-def task_sender(kind: StreamKind, app: Celery, settings: Settings | None = None) -> Send[Message]:
+def task_sender(kind: StreamKind, app: Celery, settings: Settings) -> Send[Message]:
     """How ``kind``'s messages become Celery tasks: batches, or one task each (confirmed by
     a replica when the primary has one: ``producers.replicated``)."""
     if kind.delivery == "batch":
-        limit = settings.price_batch_size if settings is not None else 500
-        return batch_sender(app, kind.task, kind.family, kind.time_keys, limit)
-    send = each_sender(app, kind.task, kind.time_keys)
-    return replicated(send, settings) if settings is not None else send
+        return batch_sender(app, kind.task, kind.family, kind.time_keys, settings.price_batch_size)
+    return replicated(each_sender(app, kind.task, kind.time_keys), settings)
 
 
 def _noted(in_flight: InFlight, buffer: EventBuffer[Message], message: Message) -> int:

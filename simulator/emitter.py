@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from simulator.bars import BarModel
 from simulator.clock import MarketClock, to_timestamp
@@ -18,6 +19,8 @@ from simulator.kinds import ENDPOINTS, PATH_OF_ENDPOINT, STOCKS
 from simulator.market import SyntheticMarket
 
 log = logging.getLogger(__name__)
+PoolFrame = tuple[list[Message], dict[WireFormat, Frame]]
+"""A pooled frame's messages and their encodings by wire format."""
 TEST_SYMBOL = "FAKEPACA"  # the only symbol the test stream serves
 _TICK = 0.01
 
@@ -53,10 +56,7 @@ class MarketEmitter:
         self.rate = config.rate
         self._markets: dict[str, SyntheticMarket] = {}
         self._wake = asyncio.Event()
-        self._pool: list[tuple[list[Message], dict[WireFormat, Frame]]] = []
-        self._pool_of: object = None
-        self._credit = 0  # messages due but not sent yet (--pool sends whole frames)
-        self._next = 0
+        self._pools: dict[str, _Pool] = {}  # --pool: per feed
 
     def configure(self, *, enabled: bool, rate: float | None) -> None:
         """Switch the market on or off and set its rate (None: as fast as possible)."""
@@ -149,12 +149,12 @@ class MarketEmitter:
         market = self.market(feed)
         wanted, whole = self._wanted(feed, sessions)
         if self._config.pool:
-            self._credit += count
-            frames = self._pool_frames(feed, wanted)
-            while self._credit >= self._config.frame_size:
-                self._credit -= self._config.frame_size
-                msgs, encoded = frames[self._next % len(frames)]
-                self._next += 1
+            pool = self._pool(feed, wanted)
+            pool.credit += count
+            while pool.credit >= self._config.frame_size:
+                pool.credit -= self._config.frame_size
+                msgs, encoded = pool.frames[pool.next % len(pool.frames)]
+                pool.next += 1
                 if self._config.restamp:  # the same messages at the present time
                     base = market.clock.reserve(len(msgs))
                     for offset, msg in enumerate(msgs):
@@ -173,7 +173,7 @@ class MarketEmitter:
             market = self.market(feed)
             wanted, whole = self._wanted(feed, sessions)
             if self._config.pool:
-                for msgs, encoded in self._pool_frames(feed, wanted):
+                for msgs, encoded in self._pool(feed, wanted).frames:
                     await self._hub.deliver_waiting(sessions, msgs, whole, encoded)
                 continue
             for _ in range(20):  # several frames per pass; the queue waits are the pacing
@@ -182,16 +182,27 @@ class MarketEmitter:
                     await self._hub.deliver_waiting(sessions, msgs[start : start + size], whole)
         await asyncio.sleep(0)
 
-    def _pool_frames(
-        self, feed: str, wanted: dict[str, set[str]]
-    ) -> list[tuple[list[Message], dict[WireFormat, Frame]]]:
-        """``--pool``: frames drawn once and sent over and over, each encoded once, so that
-        sending costs little beyond compression and the socket and a client's read rate is
-        the limit. Their times repeat: for measuring how fast a client reads, not what a
-        pipeline publishes (it would find them stale)."""
-        signature = (feed, tuple(sorted((ch, tuple(sorted(s))) for ch, s in wanted.items())))
-        if self._pool_of != signature:
+    def _pool(self, feed: str, wanted: dict[str, set[str]]) -> _Pool:
+        """``--pool``: ``feed``'s frames drawn once and sent over and over, each encoded once,
+        so that sending costs little beyond compression and the socket and a client's read
+        rate is the limit. Their times repeat (unless ``--restamp``): for measuring how fast
+        a client reads. Drawn anew when the subscriptions change."""
+        signature = tuple(sorted((ch, tuple(sorted(s))) for ch, s in wanted.items()))
+        pool = self._pools.get(feed)
+        if pool is None or pool.signature != signature:
             market, size = self.market(feed), self._config.frame_size
-            self._pool = [(market.generate(size, wanted), {}) for _ in range(self._config.pool)]
-            self._pool_of = signature
-        return self._pool
+            frames: list[PoolFrame] = [
+                (market.generate(size, wanted), {}) for _ in range(self._config.pool)
+            ]
+            pool = self._pools[feed] = _Pool(signature, frames)
+        return pool
+
+
+@dataclass
+class _Pool:
+    """One feed's pooled frames (messages and their encodings) and where sending stands."""
+
+    signature: tuple[tuple[str, tuple[str, ...]], ...]
+    frames: list[PoolFrame]
+    credit: int = 0  # messages due but not sent yet: whole frames are sent
+    next: int = 0

@@ -24,7 +24,7 @@ from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import MalformedReporter
 from alpaca_broker.recording import RecordingWriter
 from producers.buffer import Message
-from producers.frames import Frame, clean_count, parse_frame
+from producers.frames import Frame, clean_count, parse_frame, wire_models
 from producers.health import StreamStatus
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class MarketDataClient:
         self._stream = stream
         self._subscription = {"action": "subscribe", **subscription}
         self._required = required
+        self._wire = wire_models(required)
         self.status = status
         self._sink = sink
         self._silence = silence_timeout
@@ -79,7 +80,7 @@ class MarketDataClient:
 
     async def consume(self) -> bool:
         loop = asyncio.get_running_loop()
-        status, ws, sink, required = self.status, self._stream._ws, self._sink, self._required
+        status, ws, sink, wire = self.status, self._stream._ws, self._sink, self._wire
         data_seen = False
         last_data = loop.time()
         while True:
@@ -100,7 +101,7 @@ class MarketDataClient:
             if self._recorder is not None:
                 self._recorder.write(self._record_as, frame, received_ns)
             # The fast path: a clean frame is handed off whole, its bytes untouched.
-            count = clean_count(frame, required) if type(frame) is bytes else -1
+            count = clean_count(frame, wire) if type(frame) is bytes else -1
             if count > 0:
                 payload: Frame | None = Frame(frame, count)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import pickle
 import uuid
@@ -11,10 +12,13 @@ import pytest
 from kombu import Connection, Exchange, Producer
 from kombu.utils import json as kombu_json
 
+from alpaca_broker.errors import is_retryable
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.settings import Settings
 from celery_app.config import celery_config, create_app
 from celery_app.wire import dumps_json, loads_json
+from producers.buffer import Message
+from producers.handoff import batch_sender
 from tests.harness.wait import wait_until
 
 PROBE_APP = "tests.harness.probe_tasks"
@@ -139,25 +143,15 @@ def test_order_task_survives_whole_worker_sigkill_and_runs_on_next_worker(
 
 
 def test_a_price_backlog_goes_out_as_several_tasks_in_order(redis_url: str, redis_client) -> None:
-    from kombu.utils.json import loads
-
-    from producers.buffer import Message
-    from producers.handoff import batch_sender
-
     send = batch_sender(_sender(redis_url), "prices.publish_batch", "us_equity", ("t",), 2)
     send([Message(1_000 + i, {"T": "t", "S": "AAPL", "i": i}) for i in range(5)])
-    bodies = [loads(raw)["body"] for raw in reversed(redis_client.lrange(PRICES_QUEUE, 0, -1))]
-    import base64
-
-    tasks = [loads(base64.b64decode(body))[0][0] for body in bodies]
+    queued = reversed(redis_client.lrange(PRICES_QUEUE, 0, -1))
+    bodies = [kombu_json.loads(raw)["body"] for raw in queued]
+    tasks = [kombu_json.loads(base64.b64decode(body))[0][0] for body in bodies]
     assert [[item[1]["i"] for item in items] for items in tasks] == [[0, 1], [2, 3], [4]]
 
 
 def test_a_price_backlog_sent_to_an_unreachable_broker_fails_retryably() -> None:
-    from alpaca_broker.errors import is_retryable
-    from producers.buffer import Message
-    from producers.handoff import batch_sender
-
     send = batch_sender(
         _sender("redis://127.0.0.1:1/0"), "prices.publish_batch", "us_equity", ("t",), 2
     )

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alpaca_broker.schema import REQUIRED_KEYS
-from producers.frames import clean_count, parse_frame
+from producers.frames import clean_count, parse_frame, wire_models
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
+WIRE = wire_models(REQUIRED_KEYS)
 
 
 def test_captured_msgpack_frames_yield_every_market_message() -> None:
@@ -92,7 +93,7 @@ def test_the_fast_path_counts_a_frame_only_when_the_slow_path_finds_it_all_marke
     data = msgpack.packb(frame, use_bin_type=True)
     parsed = parse_frame(data, REQUIRED_KEYS)
     clean = not parsed.control and not parsed.malformed
-    assert clean_count(data, REQUIRED_KEYS) == (len(parsed.market) if clean else -1)
+    assert clean_count(data, WIRE) == (len(parsed.market) if clean else -1)
 
 
 @given(st.binary(max_size=200))
@@ -100,16 +101,14 @@ def test_the_fast_path_refuses_arbitrary_bytes_or_counts_them_as_the_slow_path(
     data: bytes,
 ) -> None:
     parsed = parse_frame(data, REQUIRED_KEYS)
-    count = clean_count(data, REQUIRED_KEYS)
+    count = clean_count(data, WIRE)
     assert count == -1 or (count == len(parsed.market) and not parsed.malformed)
 
 
 def test_the_fast_path_counts_captured_frames_and_refuses_control_and_missing_keys() -> None:
     frames = msgpack.unpackb((PAYLOADS / "market_data.msgpack").read_bytes())
     for frame in frames:
-        assert clean_count(frame, REQUIRED_KEYS) == len(msgpack.unpackb(frame))
+        assert clean_count(frame, WIRE) == len(msgpack.unpackb(frame))
     error = msgpack.packb([{"T": "error", "code": 406, "msg": "connection limit exceeded"}])
-    assert clean_count(error, REQUIRED_KEYS) == -1
-    assert (
-        clean_count(msgpack.packb([{"T": "t", "S": "AAPL", "t": 1, "p": 1.0}]), REQUIRED_KEYS) == -1
-    )
+    assert clean_count(error, WIRE) == -1
+    assert clean_count(msgpack.packb([{"T": "t", "S": "AAPL", "t": 1, "p": 1.0}]), WIRE) == -1
