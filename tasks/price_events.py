@@ -52,6 +52,13 @@ class MessageKind:
     """Fields computed from the raw map (after ``fields``); raises MalformedMessage."""
     latest: bool = True
     """False for events published on the channel only (never held in ``P:latest``)."""
+    names: tuple[str, ...] = field(init=False)
+    """The event's names of ``fields``, and below their raw keys: zipped per message."""
+    keys: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(name for name, _ in self.fields))
+        object.__setattr__(self, "keys", tuple(key for _, key in self.fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,20 +161,33 @@ def normalize_price(
     epoch (int), RFC 3339 or a msgpack Timestamp. Raises MalformedMessage on an unknown
     family, source or ``T``, a missing required key, a bad symbol or a bad timestamp.
     """
+    return _normalize(_table(family, source, raw), raw, received_at_ns, source)[1]
+
+
+def _table(family: Any, source: Any, raw: Any) -> Family:
+    """The family's table, once the family and source are known good."""
     table = FAMILIES.get(family) if isinstance(family, str) else None
     if table is None:
         raise MalformedMessage("unknown family", f"family={excerpt(family, 40)}", raw)
     if not isinstance(source, str) or source not in MARKET_SOURCES:
         raise MalformedMessage("unknown source", f"source={excerpt(source, 40)}", raw)
+    return table
+
+
+def _normalize(
+    table: Family, raw: Any, received_at_ns: Any, source: str
+) -> tuple[MessageKind, dict[str, Any]]:
+    """:func:`normalize_price` with its family and source checked: the per-message path."""
     if not isinstance(raw, dict):
         raise MalformedMessage("not a map", f"got {type(raw).__name__}", raw)
     code = raw.get("T")
     kind = table.kinds.get(code) if type(code) is str else None
     if kind is None:
-        raise MalformedMessage("unknown T", f"T={excerpt(code, 40)} ({family})", raw)
-    missing = [key for key in kind.required if raw.get(key) is None]
-    if missing:
-        raise MalformedMessage("missing keys", f"T={code} lacks {sorted(missing)}", raw)
+        raise MalformedMessage("unknown T", f"T={excerpt(code, 40)} ({table.asset_class})", raw)
+    # ``None in map(...)`` runs the lookups in C; the names are only listed for the error.
+    if None in map(raw.get, kind.required):
+        missing = sorted(key for key in kind.required if raw.get(key) is None)
+        raise MalformedMessage("missing keys", f"T={code} lacks {missing}", raw)
     symbol = raw["S"]
     if type(symbol) is not str or not symbol:
         raise MalformedMessage("bad symbol", f"S={excerpt(symbol, 40)}", raw)
@@ -179,28 +199,31 @@ def normalize_price(
         "ts_ns": ts_ns,
         "received_at": received_at,
     }
-    for name, key in kind.fields:
-        event[name] = raw.get(key)
+    event.update(zip(kind.names, map(raw.get, kind.keys), strict=True))  # copied, in C
     if kind.build is not None:
         event.update(kind.build(raw))
     event["asset_class"] = table.asset_class
     event["source"] = source
-    return event
+    return kind, event
 
 
 def prepare_price(
     raw: Any, received_at_ns: Any, family: str = DEFAULT_FAMILY, source: str = DEFAULT_SOURCE
 ) -> PriceEvent:
     """Normalize and encode one market-data message; raises MalformedMessage."""
-    event = normalize_price(raw, received_at_ns, family, source)
+    return _prepare(_table(family, source, raw), raw, received_at_ns, source)
+
+
+def _prepare(table: Family, raw: Any, received_at_ns: Any, source: str) -> PriceEvent:
+    kind, event = _normalize(table, raw, received_at_ns, source)
     return PriceEvent(
         symbol=event["symbol"],
-        type=event["type"],
+        type=kind.type,
         ts_ns=event["ts_ns"],
         received_at_ns=received_at_ns,
         received_at=event["received_at"],
         json=encode_event(event),
-        latest=FAMILIES[family].kinds[raw["T"]].latest,
+        latest=kind.latest,
     )
 
 
@@ -244,9 +267,16 @@ def _prepare_frame(batch: PriceBatch, data: str, received_at_ns: Any, family: st
         raise MalformedMessage("undecodable frame", "not base64 msgpack", data) from None
     if not isinstance(messages, list):
         raise MalformedMessage("bad frame", "not an array", messages)
+    table = FAMILIES.get(family) if isinstance(family, str) else None
+    if table is None:  # every message is malformed, as each would be alone
+        for raw in messages:
+            batch.malformed.append(
+                MalformedMessage("unknown family", f"family={excerpt(family, 40)}", raw)
+            )
+        return
     for raw in messages:
         try:
-            batch.events.append(prepare_price(raw, received_at_ns, family))
+            batch.events.append(_prepare(table, raw, received_at_ns, DEFAULT_SOURCE))
         except MalformedMessage as exc:
             batch.malformed.append(exc)
 

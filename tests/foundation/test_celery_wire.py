@@ -158,3 +158,17 @@ def test_a_price_backlog_sent_to_an_unreachable_broker_fails_retryably() -> None
     with pytest.raises(Exception) as failed:
         send([Message(1_000 + i, {"T": "t", "S": "AAPL", "i": i}) for i in range(5)])
     assert is_retryable(failed.value), repr(failed.value)
+
+
+def test_a_channel_sends_through_one_client_until_its_pool_is_replaced(redis_url: str) -> None:
+    app = _sender(redis_url)  # installs the broker changes
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            first.ping()
+        channel._disconnect_pools()  # what kombu does after a connection error
+        with channel.conn_or_acquire() as fresh:
+            assert fresh is not first
+            assert fresh.connection_pool is channel.pool
+            assert fresh.ping()
