@@ -17,7 +17,7 @@ from producers.health import Heartbeat, ProducerView
 from producers.main import run_until_signalled
 from producers.streams import STREAMS, build_stream
 from producers.supervisor import Supervisor
-from tasks.price_events import prepare_batch
+from tasks.price_frames import prepare_batch
 from tasks.publisher import create_publisher
 
 

@@ -21,7 +21,7 @@ from celery_app.wire import dumps_json
 from producers.buffer import Message
 from producers.frames import Frame, clean_count, parse_frame, wire_models
 from producers.handoff import to_wire
-from tasks.price_events import prepare_batch
+from tasks.price_frames import prepare_batch
 
 N_FRAMES, PER_FRAME = 200, 100
 

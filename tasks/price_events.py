@@ -9,13 +9,10 @@ pure builder of fields that need converting (the crypto order book's levels). No
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
-
-import msgpack
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
@@ -139,14 +136,6 @@ class PriceEvent(NamedTuple):
     """False for events published on the channel only (order books)."""
 
 
-@dataclass(slots=True)
-class PriceBatch:
-    """The outcome of one task's items: the valid events in order, and what was skipped."""
-
-    events: list[PriceEvent] = field(default_factory=list)
-    malformed: list[MalformedMessage] = field(default_factory=list)
-
-
 def normalize_price(
     raw: Any,
     received_at_ns: Any,
@@ -211,10 +200,11 @@ def prepare_price(
     raw: Any, received_at_ns: Any, family: str = DEFAULT_FAMILY, source: str = DEFAULT_SOURCE
 ) -> PriceEvent:
     """Normalize and encode one market-data message; raises MalformedMessage."""
-    return _prepare(_table(family, source, raw), raw, received_at_ns, source)
+    return prepare_in(_table(family, source, raw), raw, received_at_ns, source)
 
 
-def _prepare(table: Family, raw: Any, received_at_ns: Any, source: str) -> PriceEvent:
+def prepare_in(table: Family, raw: Any, received_at_ns: Any, source: str) -> PriceEvent:
+    """:func:`prepare_price` with its family's table in hand (checked once per frame)."""
     kind, event = _normalize(table, raw, received_at_ns, source)
     return PriceEvent(
         symbol=event["symbol"],
@@ -225,60 +215,6 @@ def _prepare(table: Family, raw: Any, received_at_ns: Any, source: str) -> Price
         json=encode_event(event),
         latest=kind.latest,
     )
-
-
-def prepare_batch(items: Any, family: str = DEFAULT_FAMILY) -> PriceBatch:
-    """Every item of a price task of ``family``; bad items are set aside, not raised.
-
-    An item is ``[received_at_ns, raw]``, or ``[received_at_ns, raw, source]`` for events
-    not read off the socket (``backfill``: the hook for the bar backfill). A ``raw`` that is a
-    string is a whole data-stream frame (base64 of its msgpack bytes, as the producer read
-    it): its messages are decoded here, in the workers, each with the frame's receive time.
-    """
-    batch = PriceBatch()
-    if not isinstance(items, list):
-        batch.malformed.append(
-            MalformedMessage("bad batch", f"not a list: {type(items).__name__}", items)
-        )
-        return batch
-    for item in items:
-        try:
-            if not isinstance(item, list | tuple) or len(item) not in (2, 3):
-                raise MalformedMessage("bad item", "not [received_at_ns, raw(, source)]", item)
-            source = item[2] if len(item) == 3 else DEFAULT_SOURCE
-            if isinstance(item[1], str):
-                _prepare_frame(batch, item[1], item[0], family)
-            else:
-                batch.events.append(prepare_price(item[1], item[0], family, source))
-        except MalformedMessage as exc:
-            batch.malformed.append(exc)
-    return batch
-
-
-def _prepare_frame(batch: PriceBatch, data: str, received_at_ns: Any, family: str) -> None:
-    """Every message of one frame (base64 msgpack) into ``batch``; raises MalformedMessage
-    when the frame itself cannot be decoded."""
-    try:
-        # timestamp=2: msgpack's C decoder turns each Timestamp ``t`` into int ns itself;
-        # the default builds a Timestamp object per message through a Python __init__, and
-        # to_ns then converts it (together a fifth of a worker's profile at 25,000/s).
-        messages = msgpack.unpackb(base64.b64decode(data, validate=True), timestamp=2)
-    except Exception:  # binascii.Error and msgpack's several unrelated types for garbage
-        raise MalformedMessage("undecodable frame", "not base64 msgpack", data) from None
-    if not isinstance(messages, list):
-        raise MalformedMessage("bad frame", "not an array", messages)
-    table = FAMILIES.get(family) if isinstance(family, str) else None
-    if table is None:  # every message is malformed, as each would be alone
-        for raw in messages:
-            batch.malformed.append(
-                MalformedMessage("unknown family", f"family={excerpt(family, 40)}", raw)
-            )
-        return
-    for raw in messages:
-        try:
-            batch.events.append(_prepare(table, raw, received_at_ns, DEFAULT_SOURCE))
-        except MalformedMessage as exc:
-            batch.malformed.append(exc)
 
 
 def newest_per_type(events: Iterable[PriceEvent]) -> list[PriceEvent]:

@@ -9,7 +9,8 @@ from celery import shared_task
 
 from alpaca_broker.keys import PRICES_BATCH_TASK
 from alpaca_broker.logs import MalformedReporter
-from tasks.price_events import DEFAULT_FAMILY, prepare_batch
+from tasks.price_events import DEFAULT_FAMILY
+from tasks.price_frames import prepare_batch
 from tasks.publisher import get_publisher
 from tasks.retry import retryable_redis_errors
 

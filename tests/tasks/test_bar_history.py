@@ -13,7 +13,8 @@ import redis
 
 from alpaca_broker.keys import Keys
 from tasks.bar_history import BarHistory, bar_updates, cutoff_ms
-from tasks.price_events import PriceEvent, prepare_batch, prepare_price
+from tasks.price_events import PriceEvent, prepare_price
+from tasks.price_frames import prepare_batch
 from tasks.publisher import Publisher
 from tests.tasks.payloads import bar
 

@@ -20,9 +20,9 @@ from tasks.price_events import (
     PriceEvent,
     newest_per_type,
     normalize_price,
-    prepare_batch,
     prepare_price,
 )
+from tasks.price_frames import prepare_batch
 from tests.tasks.payloads import (
     RECEIVED_NS,
     expected_events,

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.schema import COMMON_FIELDS
-from tasks.price_events import FAMILIES, TAIL_FIELDS, normalize_price, prepare_batch, prepare_price
+from tasks.price_events import FAMILIES, TAIL_FIELDS, normalize_price, prepare_price
+from tasks.price_frames import prepare_batch
 from tests.tasks.payloads import RECEIVED_NS, as_producer_sends, stream_expected, stream_messages
 from tests.tasks.test_price_events import json_values
 
