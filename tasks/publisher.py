@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import msgpack
 import redis
 
 from alpaca_broker.keys import Keys
@@ -67,8 +68,9 @@ class Publisher:
         One script call, one round trip: the compare-and-set for the newest event per
         (symbol, type), then a PUBLISH per event in order (inside the script: measured
         about twice the events/s of a pipeline of PUBLISH commands, whose per-command
-        client cost dominates). Returns the number of hash fields replaced. Redis errors
-        propagate (the task's policy retries them).
+        client cost dominates; its values in two msgpack arrays: 4.2-4.7 against 6.0-6.5 µs
+        of worker CPU an event with an argument each). Returns the number of hash fields
+        replaced. Redis errors propagate (the task's policy retries them).
         """
         if not events:
             return 0
@@ -82,13 +84,19 @@ class Publisher:
         # events were when published. A queue's depth says nothing of this on a prefork pool.
         now = time.time_ns()
         received = [event.received_at_ns for event in events]
-        args: list[Any] = [len(updates), now, now - min(received), now - max(received)]
-        args.append(len(events))
+        fields: list[Any] = []
         for update in updates:
-            args += (update.type, update.ts_ns, update.received_at_ns, update.json)
-        channel = self._keys.prices
+            fields += (update.type, str(update.ts_ns), str(update.received_at_ns), update.json)
+        published: list[Any] = []
         for event in events:
-            args += (channel(event.symbol), event.json)
+            published += (event.symbol, event.json)
+        # Two msgpack arrays (raw strings: the script's cmsgpack reads no bin type) instead
+        # of an argument per value, which redis-py packs one by one in Python.
+        args = [
+            len(updates), now, now - min(received), now - max(received), len(events),
+            msgpack.packb(fields, use_bin_type=False), self._keys.prices(""),
+            msgpack.packb(published, use_bin_type=False),
+        ]  # fmt: skip
         replaced = self._prices(keys=keys, args=args)
         return int(replaced)
 

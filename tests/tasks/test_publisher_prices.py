@@ -204,3 +204,21 @@ def test_scripts_are_reloaded_after_a_script_flush(publisher, redis_client, pric
 def test_an_empty_batch_writes_nothing(publisher, redis_client):
     assert publisher.publish_prices([]) == 0
     assert redis_client.dbsize() == 0
+
+
+def test_a_batch_of_thousands_of_events_with_unicode_symbols_reaches_every_channel(
+    publisher, redis_client, prices_channel
+):
+    symbols = ["AAPL", "BRK.B", "ÉTÉ", "BTC/USD"]
+    events = [
+        prepare_price({"T": "t", "S": symbols[i % 4], "p": i, "s": 1, "t": NS + i}, RECEIVED_NS)
+        for i in range(5000)
+    ]
+    publisher.publish_prices(events)
+    wait_until(lambda: len(prices_channel.messages) == 5000, 10, message="every event")
+    assert prices_channel.messages[:2] == [
+        (KEYS.prices("AAPL"), events[0].json.decode()),
+        (KEYS.prices("BRK.B"), events[1].json.decode()),
+    ]
+    held = json.loads(redis_client.hget(KEYS.latest("ÉTÉ"), "trade"))
+    assert held["price"] == 4998
