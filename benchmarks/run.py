@@ -134,6 +134,7 @@ def _measure(
         _until_flowing(prices if design.publishes else None, children, ingest)
         _wait(args.warmup)
         sampler.begin()
+        own_cpu, own_t0 = time.process_time(), time.monotonic()  # this process: the probes
         ingest.begin()
         prices.measure(True)
         orders.measure(True)
@@ -141,6 +142,7 @@ def _measure(
         prices.measure(False)
         orders.measure(False)
         cpu = sampler.cpu_percent()
+        cpu["probes"] = 100 * (time.process_time() - own_cpu) / (time.monotonic() - own_t0)
         _wait(1.2, None, ingest)  # the heartbeat after the window closes the ingest window
     finally:
         children.stop(f"{design.name}-producer")
