@@ -13,6 +13,7 @@ from simulator import Simulator, messages
 from simulator.assetmsgs import bar_message
 from simulator.bars import MinuteBar
 from simulator.clock import now_ns
+from simulator.emitter import FramePool
 from tests.harness.wait import wait_until
 from tests.simulator.conftest import MARKET_CHANNELS, Running, collector, subscribe, subscribed
 
@@ -225,3 +226,20 @@ def test_a_pool_repeats_its_frames_and_restamped_ones_carry_the_time_they_are_se
         assert len(set(times)) == 60
     else:
         assert times[:30] == times[30:]
+
+
+def test_a_restamped_pool_frame_decodes_to_its_messages_at_the_new_times() -> None:
+    msgs = [
+        {"T": "t", "S": "AAPL", "p": 1.5, "t": msgpack.Timestamp(1, 0)},
+        {"T": "s", "S": "AAPL", "sc": "H"},  # no time: left as it is
+        {"T": "q", "S": "MSFT", "bp": 2, "t": msgpack.Timestamp(2, 5), "z": "C"},
+    ]
+    pool = FramePool((), [(msgs, {})])
+    base = 1_796_000_000_999_999_999
+    for at in (base, base + 1):  # the template is reused: each call stamps its own times
+        decoded = msgpack.unpackb(pool.stamped(0, at), timestamp=2)
+        assert decoded == [
+            {**msgs[0], "t": at},
+            msgs[1],
+            {**msgs[2], "t": at + 2},
+        ]
