@@ -10,6 +10,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue, serialization
 
 from alpaca_broker.errors import RETRYABLE
+from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.keys import NEWS_TASK_PREFIX, ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.redis_client import broker_options
@@ -177,6 +178,12 @@ def _expire_price_tasks(sender: str | None = None, headers: Any = None, **_: Any
     ):
         expires = datetime.now(UTC) + timedelta(seconds=PRICE_TASK_EXPIRES)
         headers["expires"] = expires.isoformat()
+
+
+@signals.worker_ready.connect  # a solo worker, or a prefork pool's parent
+@signals.worker_process_init.connect  # each prefork child
+def _freeze_heap(**_: Any) -> None:
+    freeze_startup_heap()
 
 
 @signals.setup_logging.connect

@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 
 from alpaca_broker.errors import ConfigError
+from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from producers.health import Heartbeat, ProducerView
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         # their buffers were sent. One instance across restarts: it holds the token.
         supervisor.add("lease", lambda: lease)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    freeze_startup_heap()  # everything imported and built: out of the collector's way
     code = run_until_signalled(supervisor)
     log.info("producer exiting with code %d", code)
     return code
