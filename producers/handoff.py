@@ -239,7 +239,7 @@ def split(batch: list[Message], limit: int) -> list[list[Message]]:
 
 
 def batch_sender(
-    app: Celery, task: str, family: str, keys: tuple[str, ...], max_events: int = 500
+    app: Celery, task: str, family: str, keys: tuple[str, ...], max_events: int = 1000
 ) -> Send[Message]:
     """Many messages per task, ``([[received_ns, raw(, source)], ...], family)``: market data.
 
