@@ -23,6 +23,8 @@ class Design:
     env: dict[str, str] = field(default_factory=dict)  # more producer settings
     order_producer: list[str] | None = None
     """A second producer process for the order stream (the first then runs prices only)."""
+    producer_nice: int = 0
+    """CPU niceness of the (price) producer: positive lets the order path's processes first."""
 
 
 def pipeline(
@@ -31,6 +33,7 @@ def pipeline(
     name: str = "pipeline",
     split: bool = False,
     prefetch: int = 4,
+    nice: int = 0,
 ) -> Design:
     """This project: batched price tasks, solo price workers (or one prefork pool); with no
     price workers (``ingest``), only the producer's hand-off into Celery is measured."""
@@ -64,6 +67,8 @@ def pipeline(
     producer = [sys.executable, "-m", "alpaca_broker", "producer"]
     if split:
         what += "; orders in a producer process of their own"
+    if nice:
+        what += f", the price producer at nice {nice}"
     return Design(
         name,
         f"this project: {what}",
@@ -72,6 +77,7 @@ def pipeline(
         orders=True,
         publishes=concurrency > 0,
         order_producer=[*producer, "--streams", "orders"] if split else None,
+        producer_nice=nice,
     )
 
 
@@ -131,6 +137,7 @@ def all_designs(concurrency: int, pool: str, prefetch: int = 4) -> dict[str, Des
         ceiling(),
         pipeline(0, pool, "ingest"),
         pipeline(0, pool, "ingest-split", split=True),
+        pipeline(0, pool, "ingest-split-nice", split=True, nice=5),
         pipeline(concurrency, pool, prefetch=prefetch),
         naive(max(1, concurrency)),
         direct(),

@@ -115,6 +115,8 @@ def _measure(
         "HEALTH_INTERVAL": "1", **design.env,
     }  # fmt: skip
     producer = children.start(f"{design.name}-producer", design.producer, producer_env)
+    if design.producer_nice:
+        os.setpriority(os.PRIO_PROCESS, producer.pid, design.producer_nice)
     if design.order_producer is not None:
         orders_env = {**producer_env, "PRODUCER_NAME": f"{PRODUCER}-orders"}
         children.start(f"{design.name}-order-producer", design.order_producer, orders_env)
