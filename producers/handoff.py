@@ -282,10 +282,13 @@ def _describe(payload: Any) -> str:
 
 
 def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
-    """One task per message, ``(payload, received_ns, source)``, in arrival order."""
+    """One task per message, ``(payload, received_ns, source)``, in arrival order; the
+    messages of one batch (events that arrived while the last send was under way) go out in
+    one round trip."""
     sender = TaskSender(app)
 
     def send(batch: list[Message]) -> None:
+        tasks: list[tuple[list[Any], str | None]] = []
         for m in batch:
             # A frame (news: a market reader) is split here; such streams are slow.
             raws = msgpack.unpackb(m.payload.data) if type(m.payload) is Frame else [m.payload]
@@ -293,6 +296,7 @@ def each_sender(app: Celery, task: str, keys: tuple[str, ...]) -> Send[Message]:
                 payload = to_wire(raw, keys) if keys else raw
                 # A short argsrepr: Celery's own (a safe repr of the whole order) cost more
                 # than the rest of the send together.
-                sender.send(task, [payload, m.received_ns, m.source], _describe(payload))
+                tasks.append(([payload, m.received_ns, m.source], _describe(payload)))
+        sender.send_many(task, tasks)
 
     return send

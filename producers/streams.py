@@ -50,7 +50,8 @@ Reader = Literal["market", "trading"]
 Delivery = Literal["batch", "each"]
 
 PIPELINED_TASKS = 8
-"""Price tasks queued in one round trip when a backlog waits (``producers.handoff``)."""
+"""Tasks queued in one round trip when a backlog waits (``producers.handoff``): up to this
+many price batches, or this many one-event tasks (orders, news)."""
 
 
 @dataclass(frozen=True)
@@ -255,8 +256,8 @@ def build_stream(
         policy = BatchPolicy(
             settings.price_batch_size, settings.price_batch_ms / 1000, PIPELINED_TASKS
         )
-    else:
-        policy = BatchPolicy(1, 0)
+    else:  # one event at a time, no linger; those that queued meanwhile, in one round trip
+        policy = BatchPolicy(1, 0, PIPELINED_TASKS)
     # The reconciler's wake-up and counters outlive the unit: a crashed reconciler is rebuilt
     # fresh, and the stream's (re)connects still reach the new one.
     wake = threading.Event()
