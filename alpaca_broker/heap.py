@@ -13,7 +13,7 @@ def freeze_startup_heap() -> None:
 
     Call it when a process has imported and built what it keeps for life. A full collection
     otherwise walks all of it again: a price worker's imports (Celery, kombu, redis-py) are
-    some 85,000 objects, and each full collection of them took 160-180 ms at 25,000 msgs/s,
+    some 85,000 objects, and each full collection of them took 160-220 ms at 25,000 msgs/s,
     a stall of one of the workers long enough to set the price p99 (docs/performance.md).
     The objects frozen are never freed, which they never would be anyway.
     """

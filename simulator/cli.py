@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--restamp",
         action="store_true",
-        help="with --pool and a --rate, give each message the time it is sent at (each frame "
-        "encoded anew): a live market for a pipeline, at about a third of drawing's cost",
+        help="with --pool and a --rate, give each message the time it is sent at (the frame's "
+        "timestamp bytes patched in place): a live market for a pipeline, cheaply",
     )
     g.add_argument(
         "--clock-speed",

@@ -161,12 +161,8 @@ class MarketEmitter:
                 pool.next += 1
                 if self._config.restamp:  # the same messages at the present time
                     base = market.clock.reserve(len(msgs))
-                    if all(s.fmt is WireFormat.MSGPACK for s in sessions):
-                        encoded = {WireFormat.MSGPACK: pool.stamped(index, base)}
-                    else:
-                        for offset, msg in enumerate(msgs):
-                            msg["t"] = to_timestamp(base + offset)
-                        encoded = {}
+                    msgpack_only = all(s.fmt is WireFormat.MSGPACK for s in sessions)
+                    encoded = pool.restamp(index, base, msgpack_only)
                 self._hub.deliver(sessions, msgs, whole, encoded)
             return
         msgs = market.clock_messages(wanted) + market.generate(count, wanted)
@@ -214,6 +210,16 @@ class FramePool:
     credit: int = 0  # messages due but not sent yet: whole frames are sent
     next: int = 0
     templates: dict[int, tuple[bytes, list[tuple[int, int]]]] = field(default_factory=dict)
+
+    def restamp(self, index: int, base_ns: int, msgpack_only: bool) -> dict[WireFormat, Frame]:
+        """Frame ``index``'s encodings with its messages at ``base_ns``, +1, +2, ...: its
+        msgpack patched when every session reads msgpack, else its messages' ``t`` set (and
+        the frame encoded anew by the hub)."""
+        if msgpack_only:
+            return {WireFormat.MSGPACK: self.stamped(index, base_ns)}
+        for offset, msg in enumerate(self.frames[index][0]):
+            msg["t"] = to_timestamp(base_ns + offset)
+        return {}
 
     def stamped(self, index: int, base_ns: int) -> bytes:
         """Frame ``index`` in msgpack, its messages' ``t`` set to ``base_ns``, +1, +2, ...

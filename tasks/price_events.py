@@ -181,6 +181,25 @@ def _normalize(
     if type(symbol) is not str or not symbol:
         raise MalformedMessage("bad symbol", f"S={excerpt(symbol, 40)}", raw)
     ts_ns, timestamp, received_at = event_times(raw["t"], received_at_ns, raw)
+    built = kind.build(raw) if kind.build is not None else None
+    values = map(raw.get, kind.keys)  # the copied fields, looked up in C
+    event = shape_event(kind, symbol, ts_ns, timestamp, received_at, values, built)
+    event["asset_class"] = table.asset_class
+    event["source"] = source
+    return kind, event
+
+
+def shape_event(
+    kind: MessageKind,
+    symbol: str,
+    ts_ns: int,
+    timestamp: str,
+    received_at: str,
+    values: Iterable[Any],
+    built: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An event's fields in contract order, up to its tail (``asset_class``, ``source``, set
+    by the caller): the one shape both the message and the frame paths build."""
     event: dict[str, Any] = {
         "type": kind.type,
         "symbol": symbol,
@@ -188,12 +207,23 @@ def _normalize(
         "ts_ns": ts_ns,
         "received_at": received_at,
     }
-    event.update(zip(kind.names, map(raw.get, kind.keys), strict=True))  # copied, in C
-    if kind.build is not None:
-        event.update(kind.build(raw))
-    event["asset_class"] = table.asset_class
-    event["source"] = source
-    return kind, event
+    event.update(zip(kind.names, values, strict=True))
+    if built is not None:
+        event.update(built)
+    return event
+
+
+def encoded(kind: MessageKind, event: dict[str, Any], received_at_ns: int) -> PriceEvent:
+    """``event`` encoded, with what publishing needs; raises MalformedMessage (NaN)."""
+    return PriceEvent(  # positional: a keyword NamedTuple call costs more, once per event
+        event["symbol"],
+        kind.type,
+        event["ts_ns"],
+        received_at_ns,
+        event["received_at"],
+        encode_event(event),
+        kind.latest,
+    )
 
 
 def prepare_price(
@@ -206,15 +236,7 @@ def prepare_price(
 def prepare_in(table: Family, raw: Any, received_at_ns: Any, source: str) -> PriceEvent:
     """:func:`prepare_price` with its family's table in hand (checked once per frame)."""
     kind, event = _normalize(table, raw, received_at_ns, source)
-    return PriceEvent(
-        symbol=event["symbol"],
-        type=kind.type,
-        ts_ns=event["ts_ns"],
-        received_at_ns=received_at_ns,
-        received_at=event["received_at"],
-        json=encode_event(event),
-        latest=kind.latest,
-    )
+    return encoded(kind, event, received_at_ns)
 
 
 def newest_per_type(events: Iterable[PriceEvent]) -> list[PriceEvent]:
