@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 CELERY = [sys.executable, "-m", "celery", "-A"]
 WORKER_FLAGS = ["worker", "--without-gossip", "--without-mingle", "-l", "WARNING"]
+ORDER_POOL = ["-P", "threads", "-c", "4", "--prefetch-multiplier", "1"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ def pipeline(
         "orders",
         "-n",
         "orders@%h",
-        # One process, no pool child: a task is not passed through a pipe to a child
-        # process first. Order p99 at the producer's maximum price rate: 31-36 ms solo,
-        # 42-57 ms with -c 1 (docs/performance.md).
-        "-P",
-        "solo",
+        # Threads in one process, as docs/scaling.md recommends: an order's events come in
+        # bursts, and each task spends most of its time waiting on Redis round trips (unacked
+        # record, script, ack), which four threads overlap. Order p99 beside the price read
+        # loop at 125,000 msgs/s, five interleaved runs each: median 40 ms with threads
+        # against 63 ms solo and 58 ms with two solo workers (docs/performance.md).
+        *ORDER_POOL,
     ]
     what = "frames per task, workers decode, Lua compare-and-set, one round trip per batch"
     if concurrency == 0:

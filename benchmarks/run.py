@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from alpaca_broker.children import Children
-from alpaca_broker.keys import Keys
+from alpaca_broker.keys import PRICES_QUEUE, Keys
 from alpaca_broker.redis_server import RedisServer, require_redis, unreachable
 from benchmarks.designs import Design, all_designs
 from benchmarks.probes import ChannelProbe, IngestProbe, ProcessSampler
@@ -131,10 +131,11 @@ def _measure(
             "redis": redis_pids,
         }
     )
-    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER), design.stream)
+    drain = None if design.publishes else PRICES_QUEUE
+    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER), design.stream, drain)
     try:
         _until_flowing(prices if design.publishes else None, children, ingest)
-        _wait(args.warmup)
+        _wait(args.warmup, None, ingest)
         sampler.begin()
         own_cpu, own_t0 = time.process_time(), time.monotonic()  # this process: the probes
         ingest.begin()

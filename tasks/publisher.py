@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -180,6 +181,7 @@ def create_publisher(settings: Settings) -> Publisher:
 
 _publisher: Publisher | None = None
 _publisher_pid = 0
+_publisher_lock = threading.Lock()  # a threads pool's first tasks build one publisher
 
 
 def get_publisher() -> Publisher:
@@ -187,8 +189,10 @@ def get_publisher() -> Publisher:
     global _publisher, _publisher_pid
     pid = os.getpid()
     if _publisher is None or _publisher_pid != pid:
-        _publisher = create_publisher(load_settings())
-        _publisher_pid = pid
+        with _publisher_lock:
+            if _publisher is None or _publisher_pid != pid:
+                _publisher = create_publisher(load_settings())
+                _publisher_pid = pid
     return _publisher
 
 
