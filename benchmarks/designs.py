@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 CELERY = [sys.executable, "-m", "celery", "-A"]
 WORKER_FLAGS = ["worker", "--without-gossip", "--without-mingle", "-l", "WARNING"]
-ORDER_POOL = ["-P", "threads", "-c", "4", "--prefetch-multiplier", "1"]
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,14 @@ def pipeline(
         "orders",
         "-n",
         "orders@%h",
-        # Threads in one process, as docs/scaling.md recommends: an order's events come in
-        # bursts, and each task spends most of its time waiting on Redis round trips (unacked
-        # record, script, ack), which four threads overlap. Order p99 beside the price read
-        # loop at 125,000 msgs/s, five interleaved runs each: median 40 ms with threads
-        # against 63 ms solo and 58 ms with two solo workers (docs/performance.md).
-        *ORDER_POOL,
+        # One process, no pool child: a task is not passed through a pipe to a child
+        # process first. A threads pool (-P threads -c 4) gave a lower order p99 (median 40
+        # against 63 ms, five interleaved rounds at 125,000 msgs/s) but lost order events when
+        # SIGKILLed (3 runs of 14 of tests/faults/test_worker_kill.py): its consumer keeps
+        # taking tasks while others run, and one taken but not yet recorded as unacked dies
+        # with it (docs/performance.md).
+        "-P",
+        "solo",
     ]
     what = "frames per task, workers decode, Lua compare-and-set, one round trip per batch"
     if concurrency == 0:

@@ -104,20 +104,14 @@ def test_price_worker_sigkilled_mid_batch_loses_exactly_the_batch_in_hand(
     assert 0 <= int(record["oldest_age_ns"]) < 20 * 10**9
 
 
-# The order pool docs/scaling.md recommends for the lowest latency: one process, no pool child.
-THREADS = ("-P", "threads", "-c", "4", "--prefetch-multiplier", "1")
+def _orders_worker(pipeline: Pipeline, name: str) -> WorkerProcess:
+    return pipeline.worker(queues=ORDERS_QUEUE, name=name, env=SHORT_VISIBILITY)
 
 
-def _orders_worker(pipeline: Pipeline, name: str, pool: tuple[str, ...] = ()) -> WorkerProcess:
-    return pipeline.worker(queues=ORDERS_QUEUE, name=name, env=SHORT_VISIBILITY, extra_args=pool)
-
-
-def _start_orders(
-    pipeline: Pipeline, pool: tuple[str, ...] = ()
-) -> tuple[WorkerProcess, ProducerProcess]:
-    """Worker orders-a (prefork unless ``pool`` says otherwise) and an orders producer,
-    connected and past its start-up reconciliation (before REST requests are counted)."""
-    worker = _orders_worker(pipeline, "orders-a", pool)
+def _start_orders(pipeline: Pipeline) -> tuple[WorkerProcess, ProducerProcess]:
+    """Worker orders-a and an orders producer, connected and past its start-up reconciliation
+    (before REST requests are counted by a test)."""
+    worker = _orders_worker(pipeline, "orders-a")
     producer = pipeline.producer(streams="orders", RECONCILE_INTERVAL="3600")
     producer.wait_connected("orders")
     wait_reconciled_once(pipeline.sim)
@@ -127,9 +121,7 @@ def _start_orders(
 def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_event(
     sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
-    # A threads pool: four tasks in hand in one process, all of them lost with it and
-    # redelivered (the next test kills a prefork worker).
-    first, _ = _start_orders(pipeline, THREADS)
+    first, _ = _start_orders(pipeline)
     sim.set_order_flow(20)
     wait_until(lambda: redis_client.xlen(KEYS.orders_events) >= 20, 20, message="orders flow")
 
