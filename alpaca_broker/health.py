@@ -12,7 +12,7 @@ import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health_sentinel import collect_sentinel, render_sentinel, sentinel_problems
-from alpaca_broker.keys import QUEUES, Keys
+from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, QUEUES, Keys
 from alpaca_broker.redis_client import connect, describe
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
@@ -44,22 +44,41 @@ def collect_redis(client: redis.Redis) -> dict[str, Any]:
     }
 
 
-def collect_queues(client: redis.Redis) -> dict[str, Any]:
-    """Depth of each queue (with priority sub-lists) and the unacknowledged messages."""
+def broker_clients(settings: Settings, output: redis.Redis) -> dict[str, redis.Redis]:
+    """Queue -> the Redis it lives in: the output Redis (``output``) unless
+    ``CELERY_BROKER_URL`` names another, and prices' own broker when they have one."""
+    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 3}
+    broker = output
+    if settings.celery_broker_url not in (None, "", settings.redis_url):
+        broker = redis.Redis.from_url(settings.broker_url, **options)
+    prices = broker
+    if settings.prices_broker_apart:
+        prices = redis.Redis.from_url(str(settings.celery_prices_broker_url), **options)
+    return {PRICES_QUEUE: prices, ORDERS_QUEUE: broker}
+
+
+def _depth(client: redis.Redis, queue: str) -> int:
     pipe = client.pipeline(transaction=False)
-    for queue in QUEUES:
-        pipe.llen(queue)
-        for step in PRIORITY_STEPS:
-            pipe.llen(f"{queue}{PRIORITY_SEP}{step}")
+    for name in (queue, *(f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS)):
+        pipe.llen(name)
+    return sum(pipe.execute())
+
+
+def collect_queues(
+    client: redis.Redis, brokers: dict[str, redis.Redis] | None = None
+) -> dict[str, Any]:
+    """Depth of each queue (with priority sub-lists) and the unacknowledged messages, read
+    from ``client``, or from each queue's broker in ``brokers`` (:func:`broker_clients`).
+    Unacknowledged tasks are the orders broker's: price acks live in the workers."""
+    brokers = brokers or {}
+    depths = {queue: _depth(brokers.get(queue, client), queue) for queue in QUEUES}
+    pipe = brokers.get(ORDERS_QUEUE, client).pipeline(transaction=False)
     pipe.zcard(UNACKED_INDEX)
     pipe.zrange(UNACKED_INDEX, 0, 0, withscores=True)
-    results = pipe.execute()
-    per_queue = 1 + len(PRIORITY_STEPS)
-    depths = {q: sum(results[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(QUEUES)}
-    oldest = results[-1]
+    unacked, oldest = pipe.execute()
     return {
         "depth": depths,
-        "unacked": results[-2],
+        "unacked": unacked,
         "oldest_unacked_age_s": round(time.time() - oldest[0][1], 1) if oldest else None,
     }
 
@@ -244,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    from celery_app import app
+    from celery_app import app, create_app
 
     client = connect(settings, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
     try:
         report["redis"] = collect_redis(client)
-        report["queues"] = collect_queues(client)
+        report["queues"] = collect_queues(client, broker_clients(settings, client))
         keys = Keys(settings.redis_key_prefix)
         report["producers"] = collect_producers(client, keys)
         report["price_lag"] = collect_price_lag(client, keys, time.time_ns())
@@ -258,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             client, keys, report["producers"], settings.producer_lease
         )
         report["workers"] = collect_workers(app, args.timeout)
+        if settings.prices_broker_apart:  # its workers answer on their own broker
+            prices_app = create_app(settings, PRICES_QUEUE)
+            report["workers"].update(collect_workers(prices_app, args.timeout))
     except (redis.RedisError, OSError) as exc:
         report["redis"] = {"error": f"{describe(settings)}: {exc}"}
     report["sentinel"] = collect_sentinel(settings, client)

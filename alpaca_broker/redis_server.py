@@ -77,10 +77,13 @@ class RedisServer:
     write; ``everysec`` is the production setting) and nothing is ever evicted.
     """
 
-    def __init__(self, directory: Path, port: int | None = None, fsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, fsync: str = "always", aof: bool = True
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.fsync = fsync
+        self.aof = aof
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +98,7 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
-            "--appendonly", "yes",
+            "--appendonly", "yes" if self.aof else "no",
             "--appendfsync", self.fsync,
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     celery_broker_url: str | None = Field(
         None, validation_alias=_env("CELERY_BROKER_URL"), repr=False
     )
+    celery_prices_broker_url: str | None = Field(
+        None, validation_alias=_env("CELERY_PRICES_BROKER_URL"), repr=False
+    )
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("REDIS_SENTINELS")
     )
@@ -220,7 +223,7 @@ class Settings(BaseSettings):
             parse_address(address)
         return value
 
-    @field_validator("redis_url", "celery_broker_url")
+    @field_validator("redis_url", "celery_broker_url", "celery_prices_broker_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
         return _check_url(value, ("redis", "rediss", "unix"))
@@ -272,6 +275,12 @@ class Settings(BaseSettings):
         return self.celery_broker_url or self.redis_url
 
     @property
+    def prices_broker_apart(self) -> bool:
+        """Whether the ``prices`` queue has a broker of its own (``CELERY_PRICES_BROKER_URL``,
+        docs/scaling.md): then only the producer and workers of ``-Q prices`` use it."""
+        return self.celery_prices_broker_url not in (None, "", self.broker_url)
+
+    @property
     def data_stream_url(self) -> str:
         """The market data WebSocket for the feed, unless overridden."""
         default = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{self.alpaca_feed}"
@@ -311,7 +320,7 @@ class Settings(BaseSettings):
         URL password as written (percent-encoded) and decoded. Any length: the log redactor
         decides how a short one is treated (alpaca_broker.redaction)."""
         values = [s.get_secret_value() for s in (self.alpaca_api_key, self.alpaca_secret_key) if s]
-        for url in (self.redis_url, self.celery_broker_url):
+        for url in (self.redis_url, self.celery_broker_url, self.celery_prices_broker_url):
             password = urlsplit(url).password if url else None
             if password:
                 values += [password, unquote(password)]

@@ -269,14 +269,20 @@ class IngestProbe:
     """
 
     def __init__(
-        self, client: Any, key: str, stream: str = "prices", drain: str | None = None
+        self,
+        client: Any,
+        key: str,
+        stream: str = "prices",
+        drain: str | None = None,
+        broker: Any = None,
     ) -> None:
         self._client, self._key, self._stream, self._drain = client, key, stream, drain
+        self._broker = broker or client  # where the drained queue lives
         self._samples: list[tuple[float, int, int]] = []
 
     def sample(self) -> None:
         if self._drain:
-            self._client.unlink(self._drain)  # freed in Redis' background thread
+            self._broker.unlink(self._drain)  # freed in Redis' background thread
         raw = self._client.get(self._key)
         if not raw:
             return

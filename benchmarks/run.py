@@ -10,12 +10,14 @@ models, one task per message); the ``direct`` path (no Celery) as the ceiling.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +83,28 @@ def run_one(
         REDIS_URL=redis_url, CELERY_BROKER_URL="", REDIS_KEY_PREFIX=KEYS.prefix,
         PRODUCER_NAME=PRODUCER, LOG_LEVEL="WARNING",
     )  # fmt: skip
-    with Children(work, cwd=work) as children:
-        own = [server.proc.pid] if isinstance(server, RedisServer) and server.proc else []
+    own = [server.proc.pid] if isinstance(server, RedisServer) and server.proc else []
+    with Children(work, cwd=work) as children, _prices_broker(args, work) as prices:
+        if prices is not None and prices.proc:
+            env["CELERY_PRICES_BROKER_URL"] = prices.url
+            own.append(prices.proc.pid)  # counted as Redis CPU, beside the output Redis
         return _measure(design, rate, args, env, children, client, own)
+
+
+@contextlib.contextmanager
+def _prices_broker(args: argparse.Namespace, work: Path) -> Iterator[RedisServer | None]:
+    """With ``--prices-broker own``, a Redis without AOF for the ``prices`` queue, as
+    docs/scaling.md deploys it (fresh for every run, like the output Redis)."""
+    if args.prices_broker != "own":
+        yield None
+        return
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="prices-broker-", dir=work)), aof=False)
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def _measure(
@@ -132,7 +153,9 @@ def _measure(
         }
     )
     drain = None if design.publishes else PRICES_QUEUE
-    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER), design.stream, drain)
+    broker = env.get("CELERY_PRICES_BROKER_URL")
+    queues = redis.Redis.from_url(broker) if broker else client
+    ingest = IngestProbe(client, KEYS.producer_health(PRODUCER), design.stream, drain, queues)
     try:
         _until_flowing(prices if design.publishes else None, children, ingest)
         _wait(args.warmup, None, ingest)
@@ -265,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="frames the simulator draws once and sends over and over (0: it draws every "
         "message anew, as before 2026-11-30)",
+    )
+    parser.add_argument(
+        "--prices-broker",
+        choices=("shared", "own"),
+        default="own",
+        help="the prices queue's broker: 'own', a Redis without AOF beside the output Redis "
+        "(CELERY_PRICES_BROKER_URL, as docs/scaling.md deploys it); 'shared', the output Redis "
+        "with its AOF (every figure before 2026-11-30's fifth session)",
     )
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")

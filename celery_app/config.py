@@ -9,12 +9,12 @@ from typing import Any, Final
 from celery import Celery, signals
 from kombu import Exchange, Queue, serialization
 
-from alpaca_broker.errors import RETRYABLE
+from alpaca_broker.errors import RETRYABLE, ConfigError
 from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.keys import NEWS_TASK_PREFIX, ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.redis_client import broker_options
-from alpaca_broker.settings import Settings, load_settings
+from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 from celery_app import broker
 from celery_app.wire import dumps_json, loads_json
 
@@ -83,14 +83,18 @@ def _queue(name: str, *, no_ack: bool = False) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name, no_ack=no_ack)
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Every Celery setting, derived from our settings object."""
+def celery_config(settings: Settings, queue: str | None = None) -> dict[str, Any]:
+    """Every Celery setting, derived from our settings object; ``queue=PRICES_QUEUE``: for a
+    process that sends or consumes prices only (their broker, when it is one of their own)."""
     vt = settings.visibility_timeout
     restore_every = max(1, min(10, vt // 4))
     sentinel = broker_options(settings)
     transport: dict[str, Any] = sentinel[1] if sentinel else {}
+    url = sentinel[0] if sentinel else settings.broker_url
+    if queue == PRICES_QUEUE and settings.prices_broker_apart:
+        url, transport = str(settings.celery_prices_broker_url), {}
     return {
-        "broker_url": sentinel[0] if sentinel else settings.broker_url,
+        "broker_url": url,
         "broker_connection_retry": True,
         # A ReadOnlyError (a demoted primary) is a channel error to kombu: without this the
         # consumer stops instead of reconnecting to the new primary (docs/reliability.md).
@@ -157,14 +161,44 @@ def register_compact_json() -> None:
     )
 
 
-def create_app(settings: Settings | None = None) -> Celery:
-    """Build the Celery app from ``settings`` (default: the environment)."""
+def create_app(settings: Settings | None = None, queue: str | None = None) -> Celery:
+    """Build the Celery app from ``settings`` (default: the environment); ``queue``: see
+    :func:`celery_config`."""
     settings = settings or load_settings()
     register_compact_json()
     broker.install()
     app = Celery("alpaca_broker", include=list(TASK_MODULES))
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, queue))
     return app
+
+
+def worker_broker(settings: Settings, queues: Any) -> dict[str, Any]:
+    """The broker settings a worker consuming ``queues`` (its ``-Q``) must change: none,
+    unless ``prices`` has a broker of its own; then a prices-only worker consumes it there,
+    and a worker that would mix prices with other queues is a ConfigError (one Celery
+    worker has one broker)."""
+    if not settings.prices_broker_apart:
+        return {}
+    chosen = set(queues.split(",") if isinstance(queues, str) else queues or ())
+    if chosen == {PRICES_QUEUE}:
+        prices = celery_config(settings, PRICES_QUEUE)
+        return {k: prices[k] for k in ("broker_url", "broker_transport_options")}
+    if chosen and PRICES_QUEUE not in chosen:
+        return {}
+    raise ConfigError(
+        "CELERY_PRICES_BROKER_URL",
+        f"gives the {PRICES_QUEUE!r} queue a broker of its own: consume it in a worker of its "
+        f"own (-Q {PRICES_QUEUE}), and the other queues in another (-Q {ORDERS_QUEUE})",
+    )
+
+
+@signals.celeryd_init.connect
+def _worker_broker(conf: Any = None, options: Any = None, **_: Any) -> None:
+    # Before the worker's first connection: a -Q prices worker reads the prices broker.
+    try:
+        conf.update(worker_broker(load_settings(), (options or {}).get("queues")))
+    except ConfigError as exc:
+        exit_on_config_error(exc)
 
 
 @signals.before_task_publish.connect

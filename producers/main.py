@@ -10,6 +10,7 @@ from types import FrameType
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.heap import freeze_startup_heap
+from alpaca_broker.keys import PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from producers.health import Heartbeat, ProducerView
@@ -104,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting producer %r with streams %s", settings.producer_name, ",".join(streams))
     from celery_app import create_app  # the producer's Celery client, from its settings
 
-    running = build_streams(settings, streams, create_app(settings))
+    app = create_app(settings)
+    # Prices on a broker of their own when CELERY_PRICES_BROKER_URL says so (docs/scaling.md).
+    prices_app = create_app(settings, PRICES_QUEUE) if settings.prices_broker_apart else app
+    running = build_streams(settings, streams, app, prices_app)
     leased = settings.producer_lease is not None
     supervisor = Supervisor(
         {name: unit for s in running for name, unit in s.units.items()},

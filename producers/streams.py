@@ -24,7 +24,12 @@ from alpaca.data.live.stock import StockDataStream
 from alpaca.trading.stream import TradingStream
 from celery import Celery
 
-from alpaca_broker.keys import NEWS_ARTICLE_TASK, ORDER_EVENT_TASK, PRICES_BATCH_TASK
+from alpaca_broker.keys import (
+    NEWS_ARTICLE_TASK,
+    ORDER_EVENT_TASK,
+    PRICES_BATCH_TASK,
+    PRICES_QUEUE,
+)
 from alpaca_broker.recording import RecordingWriter
 from alpaca_broker.schema import (
     CRYPTO_REQUIRED_KEYS,
@@ -289,14 +294,26 @@ def build_stream(
     return Stream(kind, status, buffer, units, stats)
 
 
-def build_streams(settings: Settings, names: tuple[str, ...], app: Celery) -> list[Stream]:
-    """The chosen streams, in order, sharing one recorder when ALPACA_RECORD_FILE is set."""
+def build_streams(
+    settings: Settings, names: tuple[str, ...], app: Celery, prices_app: Celery | None = None
+) -> list[Stream]:
+    """The chosen streams, in order, sharing one recorder when ALPACA_RECORD_FILE is set;
+    the tasks of the ``prices`` queue go through ``prices_app`` (its broker) when given."""
     recorder = None
     if settings.record_file:
         meta = {"streams": list(names), "feed": settings.alpaca_feed}
         recorder = RecordingWriter(settings.record_file, meta=meta, flush_every=100)
         atexit.register(recorder.close)  # flush the last frames when the process ends
     kinds = [STREAMS[name] for name in names]
+    prices = f"{PRICES_QUEUE}."
     return [
-        build_stream(kind, settings, task_sender(kind, app, settings), recorder) for kind in kinds
+        build_stream(
+            kind,
+            settings,
+            task_sender(
+                kind, prices_app if kind.task.startswith(prices) and prices_app else app, settings
+            ),
+            recorder,
+        )
+        for kind in kinds
     ]

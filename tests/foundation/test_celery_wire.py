@@ -5,21 +5,25 @@ from __future__ import annotations
 import base64
 import datetime
 import pickle
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from kombu import Connection, Exchange, Producer
 from kombu.utils import json as kombu_json
 
-from alpaca_broker.errors import is_retryable
+from alpaca_broker.errors import ConfigError, is_retryable
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.settings import Settings
-from celery_app.config import celery_config, create_app
+from celery_app.config import celery_config, create_app, worker_broker
 from celery_app.wire import dumps_json, loads_json
 from producers.buffer import Message
 from producers.handoff import batch_sender
 from tests.harness.wait import wait_until
+from tests.harness.workers import process_env
 
 PROBE_APP = "tests.harness.probe_tasks"
 
@@ -172,3 +176,54 @@ def test_a_channel_sends_through_one_client_until_its_pool_is_replaced(redis_url
             assert fresh is not first
             assert fresh.connection_pool is channel.pool
             assert fresh.ping()
+
+
+PRICES_BROKER = "redis://127.0.0.1:6390/0"
+
+
+def _apart(broker: str | None = None) -> Settings:
+    return Settings(
+        _env_file=None,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        CELERY_BROKER_URL=broker,
+        CELERY_PRICES_BROKER_URL=PRICES_BROKER,
+    )
+
+
+def test_prices_on_a_broker_of_their_own_go_there_and_everything_else_stays() -> None:
+    settings = _apart()
+    assert settings.prices_broker_apart
+    assert celery_config(settings, PRICES_QUEUE)["broker_url"] == PRICES_BROKER
+    assert celery_config(settings)["broker_url"] == settings.redis_url
+    assert worker_broker(settings, [PRICES_QUEUE])["broker_url"] == PRICES_BROKER
+    assert worker_broker(settings, "orders") == {}
+
+
+@pytest.mark.parametrize("queues", [["prices", "orders"], "prices,orders", None, []])
+def test_a_worker_mixing_prices_with_other_queues_is_refused_when_prices_have_their_own_broker(
+    queues: object,
+) -> None:
+    with pytest.raises(ConfigError, match="CELERY_PRICES_BROKER_URL"):
+        worker_broker(_apart(), queues)
+    alone = Settings(_env_file=None, REDIS_URL="redis://127.0.0.1:6379/0")
+    assert worker_broker(alone, queues) == {}
+
+
+def test_a_prices_broker_equal_to_the_broker_is_no_broker_of_their_own() -> None:
+    settings = _apart(broker=PRICES_BROKER)
+    assert not settings.prices_broker_apart
+    assert worker_broker(settings, None) == {}
+
+
+def test_a_mixed_worker_with_a_prices_broker_of_their_own_exits_2_with_one_line(
+    tmp_path: Path,
+) -> None:
+    env = process_env("redis://127.0.0.1:1/0", CELERY_PRICES_BROKER_URL=PRICES_BROKER)
+    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", "prices,orders"]
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "alpaca-broker: configuration error: CELERY_PRICES_BROKER_URL: gives the 'prices' queue a "
+        "broker of its own: consume it in a worker of its own (-Q prices), and the other queues "
+        "in another (-Q orders)"
+    ]
