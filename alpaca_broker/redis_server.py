@@ -74,7 +74,8 @@ class RedisServer:
     """One redis-server process on a free loopback port, data in ``directory``.
 
     AOF is on (``appendfsync always`` by default, so that a kill and restart keeps every
-    write; ``everysec`` is the production setting) and nothing is ever evicted.
+    write; ``everysec`` is the production setting) unless ``aof`` is False (a prices broker,
+    docs/scaling.md), and nothing is ever evicted.
     """
 
     def __init__(

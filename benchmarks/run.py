@@ -292,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prices-broker",
         choices=("shared", "own"),
-        default="own",
-        help="the prices queue's broker: 'own', a Redis without AOF beside the output Redis "
-        "(CELERY_PRICES_BROKER_URL, as docs/scaling.md deploys it); 'shared', the output Redis "
-        "with its AOF (every figure before 2026-11-30's fifth session)",
+        default="shared",
+        help="the prices queue's broker: 'shared', the output Redis with its AOF (as compose "
+        "and the demo run); 'own', a Redis without AOF beside it (CELERY_PRICES_BROKER_URL, "
+        "docs/scaling.md)",
     )
     parser.add_argument("--sample", type=int, default=8, help="time one price event in N")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="JSON and PNG go here")

@@ -1,4 +1,5 @@
-"""`alpaca-broker bench` stays runnable: a tiny run of two designs prints the table and files."""
+"""`alpaca-broker bench` stays runnable: a tiny run of two designs (the prices on a broker of
+their own) prints the table and files."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def test_a_short_benchmark_prints_the_table_and_writes_the_json(tmp_path: Path) 
         [
             sys.executable, "-m", "alpaca_broker", "bench", "--designs", "pipeline,direct",
             "--rates", "300", "--duration", "2", "--warmup", "2", "--out", str(out),
+            "--prices-broker", "own",
         ],
         cwd=REPO, env=process_env(""), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
