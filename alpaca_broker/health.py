@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health_sentinel import collect_sentinel, render_sentinel, sentinel_problems
@@ -137,8 +138,12 @@ def collect_leases(
 
 
 def collect_workers(app: Any, timeout: float) -> dict[str, list[str]]:
-    """Worker name -> the queues it consumes, for every worker that answered."""
-    answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    """Worker name -> the queues it consumes, for every worker that answered (none when the
+    broker is unreachable: :func:`collect_queues` names it)."""
+    try:
+        answers = app.control.inspect(timeout=timeout).active_queues() or {}
+    except OperationalError:
+        return {}
     return {worker: sorted(q["name"] for q in queues) for worker, queues in answers.items()}
 
 
@@ -200,7 +205,9 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str] | N
             f"price workers lag: the last batch published events {lag['oldest_age_s']:.1f}s "
             f"after they were read (more price workers, or a stalled pool)"
         )
-    age = report["queues"]["oldest_unacked_age_s"]
+    if "error" in report["queues"]:  # a broker of its own (CELERY_*BROKER_URL), unreachable
+        found.append(report["queues"]["error"])
+    age = report["queues"].get("oldest_unacked_age_s")
     if age is not None and age >= NEAR_VISIBILITY * settings.visibility_timeout:
         found.append(
             f"oldest unacknowledged task is {age:.0f}s old (visibility timeout "
@@ -269,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
     try:
         report["redis"] = collect_redis(client)
-        report["queues"] = collect_queues(client, broker_clients(settings, client))
+        brokers = broker_clients(settings, client)
+        try:
+            report["queues"] = collect_queues(client, brokers)
+        except (redis.RedisError, OSError) as exc:
+            if all(broker is client for broker in brokers.values()):
+                raise  # the output Redis: reported as such below
+            report["queues"] = {"error": f"a queue's broker is unreachable: {exc}"}
         keys = Keys(settings.redis_key_prefix)
         report["producers"] = collect_producers(client, keys)
         report["price_lag"] = collect_price_lag(client, keys, time.time_ns())
@@ -310,12 +323,15 @@ def render(report: dict[str, Any]) -> str:
             f"clients {r['connected_clients']}"
         )
         q = report["queues"]
-        depth = ", ".join(f"{k} {v}" for k, v in q["depth"].items())
-        oldest = q["oldest_unacked_age_s"]
-        lines.append(
-            f"queues: {depth}; unacked {q['unacked']}"
-            + (f" (oldest {oldest}s)" if oldest is not None else "")
-        )
+        if "error" in q:
+            lines.append(f"queues: {q['error']}")
+        else:
+            depth = ", ".join(f"{k} {v}" for k, v in q["depth"].items())
+            oldest = q["oldest_unacked_age_s"]
+            lines.append(
+                f"queues: {depth}; unacked {q['unacked']}"
+                + (f" (oldest {oldest}s)" if oldest is not None else "")
+            )
     lag = report.get("price_lag")
     if lag:
         lines.append(

@@ -94,9 +94,15 @@ def test_prices_broker_of_their_own_carries_the_price_tasks_and_its_death_stops_
     assert served == {PRICES_QUEUE, ORDERS_QUEUE}
     assert set(report["queues"]["depth"]) == {PRICES_QUEUE, ORDERS_QUEUE}
 
-    # The prices broker dies: order events keep arriving, each once.
+    # The prices broker dies: health names it, and order events keep arriving, each once.
     prices_broker.stop(kill=True)
     before = client.xlen(KEYS.orders_events)
+    code, report = _health(own_redis.url, env)
+    assert code == 1
+    assert any(
+        p.startswith("a queue's broker is unreachable: ") and str(prices_broker.port) in p
+        for p in report["problems"]
+    ), report["problems"]
     wait_until(
         lambda: client.xlen(KEYS.orders_events) >= before + 10,
         30,
