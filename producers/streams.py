@@ -27,6 +27,7 @@ from celery import Celery
 from alpaca_broker.keys import (
     NEWS_ARTICLE_TASK,
     ORDER_EVENT_TASK,
+    ORDERS_QUEUE,
     PRICES_BATCH_TASK,
     PRICES_QUEUE,
 )
@@ -95,6 +96,11 @@ class StreamKind:
     """Raw keys holding msgpack Timestamps, sent to the workers as int ns."""
     backfill: BarSource | None = None
     """Where minute bars a gap hid are fetched from after every (re)connect (None: never)."""
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue its tasks go to: the task name's prefix (``celery_app.config``)."""
+        return PRICES_QUEUE if self.task.startswith(f"{PRICES_QUEUE}.") else ORDERS_QUEUE
 
 
 def _market(
@@ -305,15 +311,10 @@ def build_streams(
         recorder = RecordingWriter(settings.record_file, meta=meta, flush_every=100)
         atexit.register(recorder.close)  # flush the last frames when the process ends
     kinds = [STREAMS[name] for name in names]
-    prices = f"{PRICES_QUEUE}."
+    apps = {PRICES_QUEUE: prices_app or app}
     return [
         build_stream(
-            kind,
-            settings,
-            task_sender(
-                kind, prices_app if kind.task.startswith(prices) and prices_app else app, settings
-            ),
-            recorder,
+            kind, settings, task_sender(kind, apps.get(kind.queue, app), settings), recorder
         )
         for kind in kinds
     ]

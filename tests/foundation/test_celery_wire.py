@@ -22,6 +22,7 @@ from celery_app.config import celery_config, create_app, worker_broker
 from celery_app.wire import dumps_json, loads_json
 from producers.buffer import Message
 from producers.handoff import batch_sender
+from producers.streams import STREAMS
 from tests.harness.wait import wait_until
 from tests.harness.workers import process_env
 
@@ -227,3 +228,14 @@ def test_a_mixed_worker_with_a_prices_broker_of_their_own_exits_2_with_one_line(
         "broker of its own: consume it in a worker of its own (-Q prices), and the other queues "
         "in another (-Q orders)"
     ]
+
+
+def test_each_stream_kind_knows_the_queue_celery_routes_its_tasks_to() -> None:
+    app = create_app(Settings(_env_file=None, REDIS_URL="redis://127.0.0.1:6379/0"))
+    queues = {name: kind.queue for name, kind in STREAMS.items()}
+    assert queues == {
+        "prices": PRICES_QUEUE, "crypto": PRICES_QUEUE, "options": PRICES_QUEUE,
+        "orders": ORDERS_QUEUE, "news": ORDERS_QUEUE,
+    }  # fmt: skip
+    for kind in STREAMS.values():
+        assert app.amqp.router.route({}, kind.task)["queue"].name == kind.queue
