@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    from celery_app import app, create_app
+    from celery_app import create_app
 
     client = connect(settings, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     report: dict[str, Any] = {"redis": {}, "queues": {}, "producers": {}, "workers": {}}
@@ -289,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         report["leases"] = collect_leases(
             client, keys, report["producers"], settings.producer_lease
         )
-        report["workers"] = collect_workers(app, args.timeout)
+        # Watch-only apps: asking the workers must not put their unacknowledged tasks back.
+        report["workers"] = collect_workers(create_app(settings, watch_only=True), args.timeout)
         if settings.prices_broker_apart:  # its workers answer on their own broker
-            prices_app = create_app(settings, PRICES_QUEUE)
+            prices_app = create_app(settings, PRICES_QUEUE, watch_only=True)
             report["workers"].update(collect_workers(prices_app, args.timeout))
     except (redis.RedisError, OSError) as exc:
         report["redis"] = {"error": f"{describe(settings)}: {exc}"}

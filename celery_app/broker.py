@@ -48,6 +48,12 @@ from celery_app.wire import dumps_json
 
 log = logging.getLogger(__name__)
 
+WATCH_ONLY: Final = "alpaca_watch_only"
+"""Transport option: True in a process that only asks workers (``alpaca-broker health``). Its
+reply consumer would otherwise run kombu's periodic restore of unacknowledged tasks with its
+own visibility timeout, and one shorter than the workers' (``CELERY_VISIBILITY_TIMEOUT`` set for
+the check) put tasks a living worker holds back in the queue: delivered twice."""
+
 TRANSIENT_QUEUES: Final = frozenset({PRICES_QUEUE})
 """Routing keys (= queue names) whose messages keep their ack state in the worker only."""
 
@@ -130,6 +136,8 @@ class BoundedQoS(redis_transport.QoS):  # type: ignore[misc]
         super().reject(delivery_tag, requeue)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        if self.channel.connection.client.transport_options.get(WATCH_ONLY):
+            return  # a watcher moves no task (WATCH_ONLY)
         # The periodic scan for unacked tasks past their visibility timeout takes a mutex
         # (SET NX), which a full broker refuses: skip this round instead of letting the
         # error stop the worker. The next round scans again.

@@ -83,9 +83,13 @@ def _queue(name: str, *, no_ack: bool = False) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name, no_ack=no_ack)
 
 
-def celery_config(settings: Settings, queue: str | None = None) -> dict[str, Any]:
+def celery_config(
+    settings: Settings, queue: str | None = None, *, watch_only: bool = False
+) -> dict[str, Any]:
     """Every Celery setting, derived from our settings object; ``queue=PRICES_QUEUE``: for a
-    process that sends or consumes prices only (their broker, when it is one of their own)."""
+    process that sends or consumes prices only (their broker, when it is one of their own);
+    ``watch_only``: for a process that only asks workers (``health``), which then never puts
+    unacknowledged tasks back (:data:`celery_app.broker.WATCH_ONLY`)."""
     vt = settings.visibility_timeout
     restore_every = max(1, min(10, vt // 4))
     sentinel = broker_options(settings)
@@ -116,6 +120,7 @@ def celery_config(settings: Settings, queue: str | None = None) -> dict[str, Any
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,
+            broker.WATCH_ONLY: watch_only,
             **transport,
         },
         "task_serializer": "json",
@@ -161,14 +166,16 @@ def register_compact_json() -> None:
     )
 
 
-def create_app(settings: Settings | None = None, queue: str | None = None) -> Celery:
-    """Build the Celery app from ``settings`` (default: the environment); ``queue``: see
-    :func:`celery_config`."""
+def create_app(
+    settings: Settings | None = None, queue: str | None = None, *, watch_only: bool = False
+) -> Celery:
+    """Build the Celery app from ``settings`` (default: the environment); ``queue`` and
+    ``watch_only``: see :func:`celery_config`."""
     settings = settings or load_settings()
     register_compact_json()
     broker.install()
     app = Celery("alpaca_broker", include=list(TASK_MODULES))
-    app.conf.update(celery_config(settings, queue))
+    app.conf.update(celery_config(settings, queue, watch_only=watch_only))
     return app
 
 

@@ -147,6 +147,16 @@ def test_unhealthy_when_the_oldest_unacked_task_nears_the_visibility_timeout_the
         assert report["queues"]["unacked"] >= 1
         assert report["queues"]["oldest_unacked_age_s"] >= 0.8 * 3
         assert report["workers"][stack.worker_name("worker-orders")] == ["orders"]
+        # Past health's 3 s the task is still the worker's (20 s): asking the workers put
+        # nothing back in the queue (celery_app.broker.WATCH_ONLY; before, this case was
+        # flaky: a run of health restored the tasks and the next saw none).
+        report = wait_health(
+            stack,
+            lambda r: (r["queues"]["oldest_unacked_age_s"] or 0) >= 4,
+            "the task still unacknowledged after health's visibility timeout",
+            env=visibility,
+        )
+        assert report["queues"]["unacked"] >= 1
     finally:
         stack.services["worker-orders"].resume(paused)
 
