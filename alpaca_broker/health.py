@@ -48,9 +48,13 @@ def collect_redis(client: redis.Redis) -> dict[str, Any]:
 def broker_clients(settings: Settings, output: redis.Redis) -> dict[str, redis.Redis]:
     """Queue -> the Redis it lives in: the output Redis (``output``) unless
     ``CELERY_BROKER_URL`` names another, and prices' own broker when they have one."""
-    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 3}
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": 3,
+        "socket_connect_timeout": 3,
+    }  # as main's client of the output Redis
     broker = output
-    if settings.celery_broker_url not in (None, "", settings.redis_url):
+    if not settings.broker_is_output:
         broker = redis.Redis.from_url(settings.broker_url, **options)
     prices = broker
     if settings.prices_broker_apart:

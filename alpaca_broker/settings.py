@@ -275,6 +275,12 @@ class Settings(BaseSettings):
         return self.celery_broker_url or self.redis_url
 
     @property
+    def broker_is_output(self) -> bool:
+        """Whether the Celery broker is the output Redis (no ``CELERY_BROKER_URL``, or the same
+        URL as ``REDIS_URL``)."""
+        return self.celery_broker_url in (None, "", self.redis_url)
+
+    @property
     def prices_broker_apart(self) -> bool:
         """Whether the ``prices`` queue has a broker of its own (``CELERY_PRICES_BROKER_URL``,
         docs/scaling.md): then only the producer and workers of ``-Q prices`` use it."""

@@ -11,11 +11,6 @@ from producers.buffer import Message
 from producers.handoff import Send
 
 
-def shares_the_output_redis(settings: Settings) -> bool:
-    """True when the Celery broker is the output Redis (a marker there covers the task)."""
-    return settings.celery_broker_url in (None, "", settings.redis_url)
-
-
 def replicated(send: Send[Message], settings: Settings) -> Send[Message]:
     """``send``, then a marker write and ``WAIT`` on the broker's primary.
 
@@ -23,7 +18,8 @@ def replicated(send: Send[Message], settings: Settings) -> Send[Message]:
     it again, a duplicate task that the workers' dedupe turns into nothing. With another
     broker (``CELERY_BROKER_URL``) or ``ORDER_REPLICA_WAIT_MS=0``, ``send`` as it is.
     """
-    if settings.order_replica_wait_ms <= 0 or not shares_the_output_redis(settings):
+    # The marker covers the task only when both are on the same Redis (one replication stream).
+    if settings.order_replica_wait_ms <= 0 or not settings.broker_is_output:
         return send
     waiter = ReplicaWait(
         connect(settings, socket_timeout=10, socket_connect_timeout=5),
