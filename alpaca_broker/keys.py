@@ -84,6 +84,13 @@ class Keys:
         return f"{self.prefix}:orders:open"
 
     @property
+    def orders_unsettled(self) -> str:
+        """Set: ids of the orders whose REST state differed from their hash at a reconciliation
+        pass (a repair handed off, or the stream's event still in flight); each pass looks
+        them up until they agree, whether or not Redis ever saw them."""
+        return f"{self.prefix}:orders:unsettled"
+
+    @property
     def orders_reconciled_at(self) -> str:
         """String: epoch seconds up to which reconciliation has looked at closed orders."""
         return f"{self.prefix}:orders:reconciled_at"
@@ -102,6 +109,13 @@ class Keys:
     def orders_malformed(self) -> str:
         """Internal counter: order events the workers dropped as malformed (INCR)."""
         return f"{self.prefix}:meta:orders:malformed"
+
+    @property
+    def orders_dead_letter(self) -> str:
+        """Stream: order (and news) tasks that can never be published, each with its
+        ``reason``, ``task`` and ``payload`` (JSON); never trimmed by the project. ``health``
+        is unhealthy while it holds an entry; an operator reads, fixes and deletes them."""
+        return f"{self.prefix}:orders:dead"
 
     def order(self, order_id: str) -> str:
         """Hash: the latest state of one order."""
@@ -142,6 +156,11 @@ class Keys:
         with a TTL).
         """
         return f"{self.prefix}:meta:lease:{lease}:epoch"
+
+    def lease_released(self, lease: str) -> str:
+        """Internal string: when (epoch ns) a holder of ``lease`` that stepped down had closed
+        its Alpaca sockets; a new holder waiting out a 406 reconnects at once after it."""
+        return f"{self.prefix}:meta:lease:{lease}:released"
 
     def producer_health(self, name: str) -> str:
         """String (JSON) with a TTL: a producer process's heartbeat."""

@@ -40,9 +40,10 @@ from typing import Any, Final
 from kombu.transport import redis as redis_transport
 from kombu.transport import virtual
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from alpaca_broker.errors import transient_reply
 from alpaca_broker.keys import PRICES_QUEUE
 from celery_app.wire import dumps_json
 
@@ -64,20 +65,20 @@ _LOG_EVERY: Final = 30.0
 
 def _why_unrecorded(exc: BaseException) -> str | None:
     """Why a record failed, when waiting can cure it (else None: the error escapes)."""
-    if _is_oom(exc):
+    code = transient_reply(exc)  # OOM, READONLY (a demoted primary), NOREPLICAS, MISCONF...
+    if code == "OOM":
         return "broker out of memory"
-    # ReadOnlyError: a demoted primary, still reached through an old connection.
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ReadOnlyError)):
+    if code is not None:
+        return f"broker refused the write ({code})"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return "broker unreachable"
     return None
 
 
 def _is_oom(exc: BaseException) -> bool:
     # redis-py raises OutOfMemoryError for a plain command; inside MULTI the queued
-    # command's error can surface as a ResponseError whose text starts with OOM.
-    return isinstance(exc, OutOfMemoryError) or (
-        isinstance(exc, ResponseError) and str(exc).lstrip().startswith("OOM")
-    )
+    # command's error can surface as a ResponseError that names OOM (alpaca_broker.errors).
+    return transient_reply(exc) == "OOM"
 
 
 class BoundedQoS(redis_transport.QoS):  # type: ignore[misc]

@@ -20,31 +20,16 @@ from celery_app.wire import dumps_json, loads_json
 
 TASK_MODULES: tuple[str, ...] = ("tasks.prices", "tasks.orders", "tasks.news", "tasks.metrics")
 
-# Orders must never be lost: ack after the task returns, requeue when the pool child dies,
-# and retry passing Redis faults forever (with backoff). Prices are many and superseded
-# within milliseconds: ack on receipt, retry briefly, never replay a stale batch for long.
-# A retry is a new task message, sent to the broker, and the broker is the output Redis:
-# the fault that failed the task (the primary died) usually fails that send too. When the
-# send fails Celery rejects the task with requeue=False, which deletes it: once the consumer
-# is on the promoted replica, the reject removes the unacked copy there and the order event
-# is lost. So an order task keeps sending its retry until the broker answers (a failover is
-# seconds), the task unacknowledged meanwhile (redelivered after the visibility timeout if
-# the worker dies), exactly like the retries themselves, forever.
-ORDER_RETRY_SEND_POLICY: Final[dict[str, Any]] = {
-    "max_retries": None,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 2,
-}
+# Orders must never be lost: ack after the task returns, requeue when the pool child dies.
+# No Celery retry: a retry is a new task message sent to the broker, and when that send fails
+# (the broker is the output Redis, refusing writes for the same reason the task failed, or
+# kombu's channel closed under it) Celery rejects the task with requeue=False, which deletes
+# it. The task body retries in place instead, unacknowledged meanwhile (tasks.retry), and
+# never raises. Prices are many and superseded within milliseconds: ack on receipt, retry
+# briefly, never replay a stale batch for long.
 ORDER_POLICY: dict[str, Any] = {
     "acks_late": True,
     "reject_on_worker_lost": True,
-    "autoretry_for": RETRYABLE,
-    "retry_backoff": 0.5,
-    "retry_backoff_max": 10,
-    "retry_jitter": True,
-    "max_retries": None,
-    "retry_kwargs": {"retry_policy": ORDER_RETRY_SEND_POLICY},
 }
 PRICE_POLICY: dict[str, Any] = {
     "acks_late": False,
@@ -99,6 +84,11 @@ def celery_config(
         url, transport = str(settings.celery_prices_broker_url), {}
     return {
         "broker_url": url,
+        # Celery prefers the CELERY_BROKER_URL environment variable to broker_url, but the
+        # read and write URLs to it: so the broker chosen here (through Sentinel when it is
+        # the output Redis, or the prices' own) is the one every connection uses.
+        "broker_read_url": url,
+        "broker_write_url": url,
         "broker_connection_retry": True,
         # A ReadOnlyError (a demoted primary) is a channel error to kombu: without this the
         # consumer stops instead of reconnecting to the new primary (docs/reliability.md).
@@ -189,7 +179,8 @@ def worker_broker(settings: Settings, queues: Any) -> dict[str, Any]:
     chosen = set(queues.split(",") if isinstance(queues, str) else queues or ())
     if chosen == {PRICES_QUEUE}:
         prices = celery_config(settings, PRICES_QUEUE)
-        return {k: prices[k] for k in ("broker_url", "broker_transport_options")}
+        keys = ("broker_url", "broker_read_url", "broker_write_url", "broker_transport_options")
+        return {k: prices[k] for k in keys}
     if chosen and PRICES_QUEUE not in chosen:
         return {}
     raise ConfigError(

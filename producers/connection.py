@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -70,6 +71,9 @@ class ReconnectPolicy:
     # about 90 s; reconnecting sooner only earns more 406s.
     connection_limit_wait: float = 90.0
     open_timeout: float = 15.0
+    slot_freed: Callable[[int], bool] | None = None
+    """``slot_freed(refused_at_ns)``: polled during a 406 wait; True when the holder of the
+    slot has since closed its socket cleanly (``producers.handover``): connect at once."""
 
 
 async def run_connection(
@@ -93,7 +97,8 @@ async def run_connection(
             if failure == "rejected":
                 status.set_state("auth_failed")
                 raise CredentialsRejected(f"{status.name} stream: Alpaca rejected: {exc}") from None
-            if failure == "connection_limit":
+            limited = failure == "connection_limit"
+            if limited:
                 delay = policy.connection_limit_wait * random.uniform(1.0, 1.1)
             else:
                 delay = policy.backoff.delay(attempt)
@@ -105,7 +110,10 @@ async def run_connection(
                 _describe(exc),
                 delay,
             )
-            await _wait(stop, delay)
+            if limited and policy.slot_freed is not None:
+                await _wait_for_slot(stop, delay, policy.slot_freed, time.time_ns(), status.name)
+            else:
+                await _wait(stop, delay)
             continue
         if connected_before:
             status.reconnects += 1
@@ -144,6 +152,28 @@ def _describe(exc: BaseException) -> str:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+SLOT_POLL_S = 0.5
+
+
+async def _wait_for_slot(
+    stop: asyncio.Event,
+    seconds: float,
+    freed: Callable[[int], bool],
+    refused_at_ns: int,
+    name: str,
+) -> None:
+    """Wait out a 406 window, ending early when ``freed`` says the slot's holder let go."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await _wait(stop, min(SLOT_POLL_S, left))
+        if freed(refused_at_ns):
+            log.info("%s stream: the previous holder closed its socket; connecting now", name)
+            return
 
 
 @dataclass(eq=False)

@@ -43,11 +43,19 @@ SEND_RETRY_POLICY = {
 
 
 class TaskSender:
-    """One hand-off thread's connection to the broker; not shared between threads."""
+    """One hand-off thread's connection to the broker; not shared between threads.
+
+    The connection is its own, not one of the app's pool: after any failed send it is
+    dropped whole (:meth:`discard`) and the next send opens a new one. A pooled producer
+    would go back to the pool broken: kombu's declare-with-retry reconnects on a refused
+    write (``NOREPLICAS``, ``READONLY``, ``OOM``, ``MISCONF``) and leaves the publish that
+    follows on the closed channel (``'NoneType' object has no attribute 'client'``), an error
+    no retry policy catches, again on every later send through that producer.
+    """
 
     def __init__(self, app: Celery) -> None:
         self._app = app
-        self._acquired: Any = None
+        self._producer: Any = None
 
     def send(self, task_name: str, args: list[Any], argsrepr: str | None = None) -> None:
         """Publish one task message (JSON); raises the broker's error when it cannot.
@@ -60,15 +68,15 @@ class TaskSender:
     def send_many(self, task_name: str, tasks: list[tuple[list[Any], str | None]]) -> None:
         """Publish several task messages in one round trip (kombu's ``Producer.batch``: one
         pipeline of LPUSHes); raises the broker's error when it cannot, and then none, some
-        or all of them may have been queued (price batches: at least once).
+        or all of them may have been queued (the caller sends them again: at least once).
 
         Pipelined because the hand-off thread waits for the interpreter lock after every
         reply while the read loop is busy: at the producer's maximum rate one task per round
         trip was the limit, and the read loop dropped what the hand-off could not take.
         """
-        if self._acquired is None:
-            self._acquired = self._app.producer_pool.acquire(block=True)
-        producer = self._acquired
+        if self._producer is None:
+            self._producer = self._app.amqp.Producer(self._app.connection_for_write())
+        producer = self._producer
         try:
             with producer.batch(max_size=len(tasks) + 1) if len(tasks) > 1 else nullcontext():
                 for args, argsrepr in tasks:
@@ -80,21 +88,30 @@ class TaskSender:
                         retry_policy=SEND_RETRY_POLICY,
                         argsrepr=argsrepr,
                     )
-        except Exception:
-            self.close()  # the next send starts on a fresh connection
+        except BaseException:
+            self.discard()  # whatever broke, the next send starts on a new connection
             raise
 
+    def discard(self) -> None:
+        """Drop the connection without a word to the broker (it may be the broken part)."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.connection.collect()
+
     def close(self) -> None:
-        """Give the connection back (dropping it if it broke)."""
-        if self._acquired is not None:
+        """Close the connection."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
             try:
-                self._acquired.release()
-            except Exception:  # a broken connection may fail to release; it is gone either way
-                log.debug("producer release failed", exc_info=True)
-            self._acquired = None
+                producer.connection.release()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                log.debug("broker connection close failed", exc_info=True)
 
 
 Send = Callable[[list[T]], None]
+
+LOG_EVERY = 30.0
+"""Seconds between log lines while a batch is held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +130,9 @@ class Handoff(ProducerUnit, Generic[T]):
 
     While the broker is unreachable the batch in hand is kept and retried with backoff; the
     read loop keeps filling the buffer meanwhile (a bounded one drops its oldest). Sending
-    resumes by itself when the broker is back.
+    resumes by itself when the broker is back. ``droppable`` (market data, at most once): a
+    batch that fails with an error no rule calls passing is dropped and counted. Otherwise
+    (orders, news) a batch is held on *any* exception, however long: nothing is dropped.
     """
 
     def __init__(
@@ -124,6 +143,8 @@ class Handoff(ProducerUnit, Generic[T]):
         send: Send[T],
         policy: BatchPolicy,
         backoff: Backoff | None = None,
+        *,
+        droppable: bool = True,
     ) -> None:
         self.name = name
         self._buffer = buffer
@@ -131,6 +152,9 @@ class Handoff(ProducerUnit, Generic[T]):
         self._send = send
         self._policy = policy
         self._backoff = backoff or Backoff(base=0.25, cap=5.0)
+        self._droppable = droppable
+        self._failing_since: float | None = None
+        self._logged_at = 0.0
         self._stop = threading.Event()
         self._pending: list[T] = []
         status.buffered = lambda: len(self._buffer) + sum(map(weight, self._pending))
@@ -192,20 +216,46 @@ class Handoff(ProducerUnit, Generic[T]):
         try:
             self._send(self._pending)
         except Exception as exc:
-            if not is_retryable(exc):
+            retryable = is_retryable(exc)
+            if not retryable and self._droppable:
                 log.exception(
                     "%s: dropping %d events that cannot be sent", self.name, len(self._pending)
                 )
                 self._status.dropped += sum(map(weight, self._pending))
                 self._pending = []
                 return True
-            log.warning(
-                "%s: broker unreachable (%s); holding %d events", self.name, exc, len(self._pending)
-            )
+            self._note_failure(exc, retryable)
             return False
+        if self._failing_since is not None:
+            waited = time.monotonic() - self._failing_since
+            log.warning("%s: sending again after %.1fs", self.name, waited)
+            self._failing_since = None
         self._status.enqueued += sum(map(weight, self._pending))
         self._pending = []
         return True
+
+    def _note_failure(self, exc: Exception, retryable: bool) -> None:
+        """Log a held batch: the first failure of a spell, then every LOG_EVERY seconds
+        (an unexpected error with its traceback, once a spell)."""
+        now = time.monotonic()
+        first = self._failing_since is None
+        if first:
+            self._failing_since = now
+        elif now - self._logged_at < LOG_EVERY:
+            return
+        self._logged_at = now
+        held = len(self._pending)
+        if retryable:
+            log.warning("%s: broker refused the send (%s); holding %d events", self.name, exc, held)
+        else:
+            log.warning(
+                "%s: unexpected error sending (%r); holding %d events and retrying on a new "
+                "connection",
+                self.name,
+                exc,
+                held,
+                exc_info=first,
+            )
 
 
 def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.keys import PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
 from alpaca_broker.settings import exit_on_config_error, load_settings
+from producers.handover import on_lease_change
 from producers.health import Heartbeat, ProducerView
 from producers.lease import Lease
 from producers.metrics import MetricsServer
@@ -115,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_timeout=settings.shutdown_timeout,
         gated=[name for s in running for name in s.gated] if leased else (),
     )
-    lease = Lease(settings, supervisor.set_active) if leased else None
+    lease = None
+    if settings.producer_lease is not None:
+        # A deposed holder says when its sockets are closed (producers.handover).
+        statuses = [s.status for s in running]
+        lease_name = settings.producer_lease
+        changed = on_lease_change(supervisor.set_active, settings, lease_name, statuses)
+        lease = Lease(settings, changed)
     view = producer_view(settings.producer_name, running, supervisor, lease)
     supervisor.add("heartbeat", lambda: Heartbeat(settings, view))
     if settings.metrics_port is not None:

@@ -46,6 +46,7 @@ from producers.clients.market import MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
 from producers.connection import ReconnectPolicy, StreamClient, StreamUnit
 from producers.handoff import BatchPolicy, Handoff, Send, batch_sender, each_sender
+from producers.handover import ReleaseWatch
 from producers.health import StreamStatus
 from producers.order_diff import InFlight
 from producers.reconciliation import Reconciler, ReconcileStats
@@ -192,8 +193,11 @@ STREAMS: dict[str, StreamKind] = {
 
 
 def reconnect_policy(settings: Settings) -> ReconnectPolicy:
-    """One reconnect policy for every stream: jittered backoff, and Alpaca's 406 wait."""
-    return ReconnectPolicy(Backoff(1.0, 30.0), settings.connection_limit_wait)
+    """One reconnect policy for every stream: jittered backoff, and Alpaca's 406 wait (cut
+    short, with a lease, when a deposed holder says it closed its socket)."""
+    lease = settings.producer_lease
+    freed = ReleaseWatch(settings, lease).freed if lease else None
+    return ReconnectPolicy(Backoff(1.0, 30.0), settings.connection_limit_wait, slot_freed=freed)
 
 
 def make_client(
@@ -290,7 +294,7 @@ def build_stream(
             lambda: make_client(kind, settings, status, sink, recorder),
             on_connected,
         ),
-        handoff: lambda: Handoff(handoff, buffer, status, send, policy),
+        handoff: lambda: Handoff(handoff, buffer, status, send, policy, droppable=kind.bounded),
     }
     if stats is not None:
         units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats, in_flight)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -151,6 +152,14 @@ class Publisher:
             self._replicas.check(acked, f"order event {dedupe_id}")
             return code
         raise AssertionError("unreachable")
+
+    def dead_letter(self, task: str, reason: str, payload: Any) -> None:
+        """Record work that can never be published in ``P:orders:dead`` (never trimmed: an
+        operator reads, fixes and deletes it; ``health`` is unhealthy while it is there).
+        ``payload`` is the task's arguments, as JSON; Redis errors propagate."""
+        body = json.dumps(payload, default=repr, ensure_ascii=False)
+        fields = {"task": task, "reason": reason[:2000], "payload": body, "at_ns": time.time_ns()}
+        self._client.xadd(self._keys.orders_dead_letter, fields)
 
     def count_malformed_order(self) -> None:
         """Count a dropped malformed order event in Redis; best effort (never raises)."""

@@ -25,12 +25,12 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
--- Reconciliation recovers states, not executions: when the stream and a reconciliation
--- both saw the same state (say the fill whose task waited in the queue while the trading
--- socket reconnected), the one processed second is a duplicate. Two streamed events of the
--- same state stay distinct by their execution ids.
+-- Reconciliation recovers states, not executions: a reconciliation stand-in for a state
+-- already published (by the stream, or by an earlier pass) is a duplicate. A streamed event
+-- is never hidden by a stand-in: the real event (its execution id, price and quantity) is
+-- published even after the stand-in for the same state (the contract: it is distinct).
 local state_source = redis.call('GET', KEYS[4])
-if state_source and (ARGV[6] == 'reconciliation' or state_source == 'reconciliation') then
+if state_source and ARGV[6] == 'reconciliation' then
   redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
   return 0
 end

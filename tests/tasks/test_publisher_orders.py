@@ -109,12 +109,19 @@ def test_a_reconciled_fill_after_the_streamed_fill_adds_nothing(publisher, redis
     assert [e["source"] for e in stream_events(redis_client)] == ["stream"]
 
 
-def test_a_streamed_fill_processed_after_its_reconciliation_adds_nothing(publisher, redis_client):
-    # The streamed task waited in the queue while reconciliation published the same state.
+def test_a_streamed_fill_processed_after_its_stand_in_is_published_once_with_its_execution(
+    publisher, redis_client
+):
+    # The streamed task waited in the queue (or in a paused holder) while reconciliation
+    # published a stand-in for the same state: the real event is distinct and not hidden.
     assert publisher.publish_order(reconciled("AAPL", "fill")).new
+    assert publisher.publish_order(prepared("AAPL", "fill")).new
     assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(False, False)
-    assert publisher.publish_order(prepared("AAPL", "fill")) == OrderResult(False, False)
-    assert [e["source"] for e in stream_events(redis_client)] == ["reconciliation"]
+    assert publisher.publish_order(reconciled("AAPL", "fill")) == OrderResult(False, False)
+    events = stream_events(redis_client)
+    assert [e["source"] for e in events] == ["reconciliation", "stream"]
+    assert events[1]["execution_id"] == trade_update("AAPL", "fill")["execution_id"]
+    assert redis_client.hget(KEYS.order(events[0]["order_id"]), "status") == "filled"
 
 
 def test_two_streamed_executions_reaching_the_same_state_are_both_published(
