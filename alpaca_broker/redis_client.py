@@ -11,7 +11,9 @@ for the primary's address on each new connection (redis-py's ``Sentinel.master_f
   a retryable fault (:func:`alpaca_broker.errors.is_retryable`) and never write to a replica.
 
 ``REDIS_URL`` still gives the password, the username, the database and TLS (``rediss://``);
-its host and port are ignored. The Celery broker's equivalent is :func:`broker_options`.
+its host and port are ignored. The Celery broker's equivalent is :func:`broker_options`:
+the broker goes through the Sentinels too, unless ``CELERY_BROKER_URL`` names a Redis other
+than ``REDIS_URL``'s (``Settings.broker_is_output``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from alpaca_broker.redis_server import masked
-from alpaca_broker.settings import Settings
+from alpaca_broker.settings import Settings, redis_identity
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,7 @@ def url_options(url: str) -> dict[str, Any]:
         options["username"] = unquote(parts.username)
     if parts.password:
         options["password"] = unquote(parts.password)
-    path = parts.path.strip("/")
-    options["db"] = int(path) if path.isdigit() else 0
+    options["db"] = redis_identity(url)[3]  # the path, or ?db=
     if parts.scheme == "rediss":
         options["ssl"] = True
     return options
@@ -101,21 +102,29 @@ def require(command: str, settings: Settings, timeout: float = 3.0) -> None:
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, Any]] | None:
     """The Celery broker through Sentinel: (``broker_url``, extra transport options), or None
-    when Sentinel is not configured or ``CELERY_BROKER_URL`` names another broker.
+    when Sentinel is not configured or the broker is elsewhere.
+
+    With Sentinel, the broker is found through the Sentinels whenever it is the output Redis
+    (``Settings.broker_is_output``: ``CELERY_BROKER_URL`` unset, or naming the same server and
+    database as ``REDIS_URL``, however spelled); only a broker elsewhere keeps its own URL.
+    A static URL for the output Redis would keep sending tasks to the old primary after a
+    failover.
 
     kombu's ``sentinel://`` transport takes each Sentinel as one ``;``-separated URL; the
     primary's password and database ride on the URLs (kombu passes them to ``master_for``),
-    the Sentinels' own connection options in ``sentinel_kwargs``.
+    the Sentinels' own connection options in ``sentinel_kwargs``. The credentials are the
+    broker URL's own (``CELERY_BROKER_URL`` when set: it may name another user).
     """
-    if not settings.redis_sentinels or settings.celery_broker_url:
+    if not settings.redis_sentinels or not settings.broker_is_output:
         return None
-    parts = urlsplit(settings.redis_url)
+    url = settings.broker_url
+    parts = urlsplit(url)
     auth = ""
     if parts.password:
         user = quote(unquote(parts.username), safe="") if parts.username else ""
         auth = f"{user}:{quote(unquote(parts.password), safe='')}@"
-    db = url_options(settings.redis_url)["db"]
-    url = ";".join(f"sentinel://{auth}{address}/{db}" for address in settings.redis_sentinels)
+    db = url_options(url)["db"]
+    urls = ";".join(f"sentinel://{auth}{address}/{db}" for address in settings.redis_sentinels)
     transport = {
         "master_name": settings.redis_sentinel_master,
         "sentinel_kwargs": {
@@ -123,4 +132,4 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]] | None:
             "socket_connect_timeout": SENTINEL_TIMEOUT,
         },
     }
-    return url, transport
+    return urls, transport

@@ -9,7 +9,9 @@ same connection (a pipeline: one round trip) and counts the write as done only t
 * the worker (``tasks.publisher``): the order script and ``WAIT`` in one pipeline;
 * the producer (``producers.replicated``): after the task message is pushed, a marker
   ``INCR`` and ``WAIT`` on its own connection. Replication is one ordered stream, so a
-  replica that has the later marker has the task message too.
+  replica that has the later marker has the task message too;
+* the lease (``producers.lease``): a reserved epoch and ``WAIT`` in one pipeline, so that an
+  epoch is shown and acted on only once a promoted replica could not hand it out again.
 
 **Fallback.** When no replica acknowledges within ``ORDER_REPLICA_WAIT_MS``, the write is
 accepted anyway and a warning is logged (rate-limited): a dead or lagging replica must
@@ -65,13 +67,21 @@ class ReplicaWait:
             self._checked = now
         return min(self._replicas, 1)
 
+    def acknowledged(self, acked: int) -> bool:
+        """Whether a ``WAIT`` answer counts a replica; when not, the replicas are looked at
+        again (``INFO``) before the next write. The caller decides what an unconfirmed write
+        means (:meth:`check` for the order path, ``producers.lease`` for an epoch)."""
+        if int(acked) >= 1:
+            return True
+        self._checked = -REFRESH_S  # ask INFO again before the next write
+        return False
+
     def check(self, acked: int, what: str) -> bool:
         """Judge a ``WAIT`` answer: True when a replica has the write, else the fallback
         (log, count, look at the replicas again next time) and False."""
-        if int(acked) >= 1:
+        if self.acknowledged(acked):
             return True
         self.short += 1
-        self._checked = -REFRESH_S  # ask INFO again before the next write
         now = time.monotonic()
         if now - self._warned >= _WARN_EVERY_S:
             log.warning(

@@ -7,12 +7,13 @@ code base reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from alpaca.common.enums import BaseURL
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -43,6 +44,39 @@ def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
     if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
         raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL")
     return value
+
+
+def redis_identity(url: str) -> tuple[str, str, int, int]:
+    """Which Redis and database a ``redis://``, ``rediss://`` or ``unix://`` URL names:
+    (kind, host or socket path, port, db), whatever its credentials and spelling.
+
+    The host is lower-cased without a trailing dot, every loopback name (``localhost``,
+    ``127.0.0.1``, ``::1``) is one, the port defaults to 6379 and the database (path or
+    ``?db=``) to 0. Purely textual: no name is resolved, so two names of one host that only
+    DNS knows to be one stay two."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    path = parts.path.strip("/")
+    db_text = query["db"][0] if "db" in query else ("" if parts.scheme == "unix" else path)
+    db = int(db_text) if db_text.isdigit() else 0
+    if parts.scheme == "unix":
+        return "unix", parts.path, 0, db
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            host = "localhost"
+    except ValueError:
+        pass  # a name, not an address
+    try:
+        port = parts.port or 6379
+    except ValueError:  # not a number: nothing else can name the same server
+        return "tcp", url, 0, db
+    return "tcp", host, port, db
+
+
+def same_redis(a: str, b: str) -> bool:
+    """Whether two Redis URLs name the same server and database (:func:`redis_identity`)."""
+    return redis_identity(a) == redis_identity(b)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -276,15 +310,21 @@ class Settings(BaseSettings):
 
     @property
     def broker_is_output(self) -> bool:
-        """Whether the Celery broker is the output Redis (no ``CELERY_BROKER_URL``, or the same
-        URL as ``REDIS_URL``)."""
-        return self.celery_broker_url in (None, "", self.redis_url)
+        """Whether the Celery broker is the output Redis: no ``CELERY_BROKER_URL``, or one that
+        names the same server and database as ``REDIS_URL`` (:func:`same_redis`: credentials
+        and spelling aside). The one answer to that question: the broker through Sentinel
+        (``redis_client.broker_options``), the order hand-off's replica wait and ``health``
+        all ask it here."""
+        broker = self.celery_broker_url
+        return not broker or same_redis(broker, self.redis_url)
 
     @property
     def prices_broker_apart(self) -> bool:
-        """Whether the ``prices`` queue has a broker of its own (``CELERY_PRICES_BROKER_URL``,
-        docs/scaling.md): then only the producer and workers of ``-Q prices`` use it."""
-        return self.celery_prices_broker_url not in (None, "", self.broker_url)
+        """Whether the ``prices`` queue has a broker of its own (``CELERY_PRICES_BROKER_URL``
+        naming another server or database than the broker, docs/scaling.md): then only the
+        producer and workers of ``-Q prices`` use it."""
+        prices = self.celery_prices_broker_url
+        return bool(prices) and not same_redis(str(prices), self.broker_url)
 
     @property
     def data_stream_url(self) -> str:

@@ -15,8 +15,9 @@ def replicated(send: Send[Message], settings: Settings) -> Send[Message]:
     """``send``, then a marker write and ``WAIT`` on the broker's primary.
 
     A failed marker raises (a retryable Redis error): the hand-off keeps the batch and sends
-    it again, a duplicate task that the workers' dedupe turns into nothing. With another
-    broker (``CELERY_BROKER_URL``) or ``ORDER_REPLICA_WAIT_MS=0``, ``send`` as it is.
+    it again, a duplicate task that the workers' dedupe turns into nothing. With a broker
+    elsewhere (``CELERY_BROKER_URL`` naming another Redis: ``Settings.broker_is_output``) or
+    ``ORDER_REPLICA_WAIT_MS=0``, ``send`` as it is.
     """
     # The marker covers the task only when both are on the same Redis (one replication stream).
     if settings.order_replica_wait_ms <= 0 or not settings.broker_is_output:

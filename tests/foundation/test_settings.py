@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,52 @@ def test_worker_logs_never_show_the_credentials(redis_url, redis_client, worker_
     assert "[worker]" in worker.log()
     assert SECRET not in worker.log()
     assert KEY not in worker.log()
+
+
+def _settings(**env: str) -> Settings:
+    values: dict[str, Any] = {"_env_file": None, **env}
+    return Settings(**values)
+
+
+@pytest.mark.parametrize(
+    ("broker", "same"),
+    [
+        (None, True),
+        ("", True),
+        ("redis://localhost:6379/0", True),
+        ("redis://127.0.0.1:6379/0", True),
+        ("redis://127.0.0.1", True),  # default port and database
+        ("redis://[::1]:6379/0", True),
+        ("redis://LOCALHOST.:6379?db=0", True),
+        ("redis://broker-user:other-secret@127.0.0.1:6379/0", True),  # credentials aside
+        ("rediss://127.0.0.1:6379/0", True),
+        ("redis://127.0.0.1:6380/0", False),  # another server
+        ("redis://127.0.0.1:6379/1", False),  # another database
+        ("redis://127.0.0.1:6379?db=1", False),
+        ("redis://broker.internal:6379/0", False),  # another host (no name is resolved)
+        ("unix:///tmp/redis.sock", False),
+    ],
+)
+def test_broker_is_the_output_redis_when_it_names_the_same_server_and_database(
+    broker: str | None, same: bool
+) -> None:
+    env = {"REDIS_URL": "redis://:pw@localhost:6379/0"}
+    if broker is not None:
+        env["CELERY_BROKER_URL"] = broker
+    assert _settings(**env).broker_is_output is same
+
+
+def test_unix_socket_urls_name_the_same_redis_by_path_and_database() -> None:
+    output = "unix:///run/redis.sock?db=2"
+    assert _settings(REDIS_URL=output, CELERY_BROKER_URL=output).broker_is_output
+    other_db = _settings(REDIS_URL=output, CELERY_BROKER_URL="unix:///run/redis.sock?db=3")
+    assert not other_db.broker_is_output
+
+
+def test_prices_broker_is_apart_only_when_it_names_another_redis_than_the_broker() -> None:
+    output = "redis://localhost:6379/0"
+    assert not _settings(REDIS_URL=output).prices_broker_apart
+    spelled_apart = _settings(REDIS_URL=output, CELERY_PRICES_BROKER_URL="redis://127.0.0.1/0")
+    assert not spelled_apart.prices_broker_apart
+    elsewhere = _settings(REDIS_URL=output, CELERY_PRICES_BROKER_URL="redis://127.0.0.1:6380/0")
+    assert elsewhere.prices_broker_apart
