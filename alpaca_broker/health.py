@@ -116,6 +116,47 @@ def collect_price_lag(client: redis.Redis, keys: Keys, now_ns: int) -> dict[str,
     }
 
 
+def collect_dead_letters(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """The dead-letter stream ``P:orders:dead``: how many order and news tasks the workers
+    could never publish, and the newest one's ``reason`` and ``task``."""
+    name = keys.orders_dead_letter
+    count = int(client.xlen(name))
+    doc: dict[str, Any] = {"key": name, "count": count, "newest_reason": None, "newest_task": None}
+    if count:
+        newest = client.xrevrange(name, count=1)
+        if newest:
+            entry_id, fields = newest[0]
+            doc.update(
+                newest_id=entry_id,
+                newest_reason=fields.get("reason"),
+                newest_task=fields.get("task"),
+            )
+    return doc
+
+
+def reconciliation_passes(producers: dict[str, Any], now: float) -> dict[str, Any]:
+    """Each reconciling producer's last pass (pure): when it ended (and how long ago), how many
+    orders it compared with Redis, how many it repaired, how many it left in flight to the
+    stream, beside the running totals of its heartbeat's ``reconciliation``."""
+    passes: dict[str, Any] = {}
+    for name, doc in producers.items():
+        stats = doc.get("reconciliation")
+        if not isinstance(stats, dict):
+            continue
+        at = stats.get("last_pass_at")
+        passes[name] = {
+            "last_pass_at": at,
+            "last_pass_age_s": round(now - at, 1) if isinstance(at, int | float) else None,
+            "checked": stats.get("last_checked"),
+            "repaired": stats.get("last_repaired"),
+            "in_flight": stats.get("last_in_flight"),
+            "runs": stats.get("runs"),
+            "recovered": stats.get("recovered"),
+            "failures": stats.get("failures"),
+        }
+    return passes
+
+
 def collect_leases(
     client: redis.Redis, keys: Keys, producers: dict[str, Any], expected: str | None
 ) -> dict[str, Any]:
@@ -203,6 +244,13 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str] | N
         elif holder not in producers:
             found.append(f"lease {lease!r}: holder {holder!r} has no live heartbeat")
     found += _stale_reconciliation(producers, settings.reconcile_interval, time.time())
+    dead = report.get("dead_letters") or {}
+    if dead.get("count"):
+        found.append(
+            f"dead letters: {dead['count']} order/news task(s) that can never be published in "
+            f"{dead.get('key')} (newest reason: {dead.get('newest_reason')}); read them "
+            f"(XRANGE), fix the cause, then delete them (XDEL)"
+        )
     lag = report.get("price_lag") or {}
     if lag.get("oldest_age_s", 0) > PRICE_LAG_LIMIT_S:
         found.append(
@@ -290,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = Keys(settings.redis_key_prefix)
         report["producers"] = collect_producers(client, keys)
         report["price_lag"] = collect_price_lag(client, keys, time.time_ns())
+        report["dead_letters"] = collect_dead_letters(client, keys)
         report["leases"] = collect_leases(
             client, keys, report["producers"], settings.producer_lease
         )
@@ -302,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         report["redis"] = {"error": f"{describe(settings)}: {exc}"}
     report["sentinel"] = collect_sentinel(settings, client)
     report["last_message_age_s"] = flow(report["producers"], time.time())
+    report["reconciliation"] = reconciliation_passes(report["producers"], time.time())
     reasons = problems(report, settings, required_producers(settings, args.producer))
     reasons = sentinel_problems(report["sentinel"]) + reasons
     report["healthy"], report["problems"] = not reasons, reasons
@@ -355,6 +405,11 @@ def render(report: dict[str, Any]) -> str:
                 f"dropped {s.get('dropped')}, malformed {s.get('malformed')}, "
                 f"reconnects {s.get('reconnects')}"
             )
+    for name, last in report.get("reconciliation", {}).items():
+        lines.append(_render_pass(name, last))
+    dead = report.get("dead_letters")
+    if dead:
+        lines.append(f"dead letters: {dead.get('count', 0)} in {dead.get('key')}")
     for lease, doc in report.get("leases", {}).items():
         holder = doc["holder"]
         who = (
@@ -368,6 +423,21 @@ def render(report: dict[str, Any]) -> str:
     for worker, queues in report["workers"].items():
         lines.append(f"worker {worker}: {','.join(queues)}")
     return "\n".join(lines)
+
+
+def _render_pass(name: str, last: dict[str, Any]) -> str:
+    """One producer's last reconciliation pass, as a line."""
+    if last.get("last_pass_at") is None:
+        return f"producer {name} reconciliation: no pass yet"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last["last_pass_at"]))
+    age = last.get("last_pass_age_s")
+    ago = f" ({age:.1f}s ago)" if age is not None else ""
+    return (
+        f"producer {name} reconciliation: last pass {stamp}{ago}, checked {last.get('checked')} "
+        f"orders, repaired {last.get('repaired')}, in flight {last.get('in_flight')} "
+        f"(passes {last.get('runs')}, repaired in all {last.get('recovered')}, "
+        f"failures {last.get('failures')})"
+    )
 
 
 if __name__ == "__main__":

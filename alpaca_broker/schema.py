@@ -219,8 +219,8 @@ ORDER_HASH_FIELDS: Final[tuple[str, ...]] = (*(f for f, _ in ORDER_HASH_FROM_EVE
 the event itself; ``ts_ns`` (beyond the contract's list) is the held event's time, which
 the order script compares, never parsing it out of ``json``."""
 
-FINAL_STATUSES: Final = frozenset(
-    {"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"}
-)
-"""Order statuses after which an order changes no more: its hash expires after
-``ORDER_RETENTION`` and it leaves the open-order index."""
+FINAL_STATUSES: Final = frozenset({"filled", "canceled", "expired", "rejected", "replaced"})
+"""Order statuses after which an order changes no more (the contract's list): its hash expires
+after ``ORDER_RETENTION`` and it leaves the open-order index. Every other status is open,
+``done_for_day`` among them (the order may still fill on a later day): its hash never expires
+and reconciliation keeps watching it."""

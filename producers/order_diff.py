@@ -1,7 +1,9 @@
 """The pure decisions of reconciliation: which event an order's REST state implies given what
-Redis holds (:func:`missed_event`), which REST entries are well-shaped orders
-(:func:`valid_orders`), and which states are in flight (:class:`InFlight`: delivered by the
-order stream lately, on their way to Redis rather than missed).
+Redis holds (:func:`missed_event`), what a pass does with that difference (:func:`judge`:
+repair it now, or wait while the stream's own event is in flight), which REST entries are
+well-shaped orders (:func:`valid_orders`), which states are in flight (:class:`InFlight`:
+delivered by the order stream lately, on their way to Redis rather than missed), and where a
+newest-first listing of orders goes on (:func:`next_until`).
 
 No I/O: :mod:`producers.reconciliation` fetches REST pages and Redis hashes and asks these.
 """
@@ -9,8 +11,10 @@ No I/O: :mod:`producers.reconciliation` fetches REST pages and Redis hashes and 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from producers.buffer import Message
 
@@ -62,7 +66,9 @@ def missed_event(order: dict[str, Any], held: dict[str, str]) -> dict[str, Any] 
 
 IN_FLIGHT_S = 60.0
 """Seconds a state the stream delivered counts as on its way to Redis (queued, or a task
-retrying through a failover) rather than missed."""
+retrying through a failover) rather than missed. With ``RECONCILE_INTERVAL`` 60, a state lost
+on its way is repaired by the first pass at least this long after the stream delivered it:
+within two minutes of the order's change, inside the contract's three."""
 
 
 class InFlight:
@@ -102,6 +108,65 @@ class InFlight:
             and seen[:2] == (str(order.get("status", "")), decimal_qty(order.get("filled_qty")))
             and time.monotonic() - seen[2] < IN_FLIGHT_S
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a pass does with one order whose REST state differs from its hash: ``repair``
+    hands ``event`` off now; ``in_flight`` waits, because the stream delivered that state
+    lately (the order stays watched, and a later pass repairs it if it never lands)."""
+
+    action: Literal["repair", "in_flight"]
+    event: dict[str, Any]
+
+
+def judge(order: dict[str, Any], held: dict[str, str], in_flight: InFlight) -> Verdict | None:
+    """The verdict on ``order`` (REST) against ``held`` (its hash; empty when Redis never saw
+    it): None when they agree, else repair now or wait while the stream's event is in flight.
+
+    Only the in-flight window decides the wait, never REST's clock: a state the stream did not
+    deliver (an outage, a restart) is repaired at once, and one it delivered but that is still
+    missing after :data:`IN_FLIGHT_S` was lost on its way and is repaired too.
+    """
+    event = missed_event(order, held)
+    if event is None:
+        return None
+    return Verdict("in_flight" if in_flight.carries(order) else "repair", event)
+
+
+def submitted_at(order: dict[str, Any]) -> datetime | None:
+    """The order's ``submitted_at`` (timezone-aware, to the microsecond), None when absent or
+    not a time (then no listing can page past it)."""
+    try:
+        moment = datetime.fromisoformat(str(order["submitted_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def next_until(
+    page: list[dict[str, Any]], full: bool, horizon: datetime
+) -> tuple[bool, datetime | None]:
+    """Where a listing of orders submitted since ``horizon``, newest first, goes on after
+    ``page``: ``(done, until)``.
+
+    Alpaca's ``GET /v2/orders`` filters ``after``/``until`` on submission time and has no
+    page token, so the next page ends (``until``) at the page's oldest ``submitted_at``, one
+    microsecond later: orders sharing that instant are seen whether ``until`` is inclusive
+    or not (the overlap is removed by id). Done when the page was not full (nothing older)
+    or reached back past ``horizon``; ``until`` None and not done: the page cannot be paged
+    past (an order without a submission time), so the listing is incomplete.
+    """
+    if not full:
+        return True, None
+    times = [submitted_at(order) for order in page]
+    known = [t for t in times if t is not None]
+    if not page or len(known) != len(times):
+        return False, None
+    oldest = min(known)
+    if oldest < horizon:
+        return True, None
+    return False, oldest + timedelta(microseconds=1)
 
 
 def valid_orders(page: object) -> tuple[list[dict[str, Any]], int]:

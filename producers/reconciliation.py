@@ -1,11 +1,13 @@
-"""Reconciliation: after every (re)connect and periodically, recover missed order updates.
+"""Reconciliation: after every (re)connect and periodically, converge on Alpaca's REST truth.
 
-Alpaca replays nothing after a trading-stream gap; only REST knows what happened meanwhile.
-The pure half (:mod:`producers.order_diff`: :func:`~producers.order_diff.missed_event`)
-decides which event an order's REST state implies given what Redis holds; :class:`Reconciler`
-is the unit that fetches, diffs and hands the differences to the order buffer as
-``source: reconciliation`` events (the same task and dedupe as streamed ones). One bad order
-never stops a pass: it is skipped and counted.
+Alpaca replays nothing after a trading-stream gap; only REST knows what happened meanwhile,
+and a task lost on its way (or a write refused for good) leaves Redis behind REST too. Every
+pass compares each order that may have changed since the last one with its ``P:order:{ID}``
+and repairs each difference that is not in flight. The pure half (:mod:`producers.order_diff`:
+:func:`~producers.order_diff.judge`) decides; :class:`Reconciler` is the unit that fetches,
+compares and hands the repairs to the order buffer as ``source: reconciliation`` events (the
+same task and dedupe as streamed ones). One bad order never stops a pass: it is skipped and
+counted.
 """
 
 from __future__ import annotations
@@ -29,15 +31,22 @@ from alpaca_broker.redis_client import connect
 from alpaca_broker.schema import FINAL_STATUSES
 from alpaca_broker.settings import Settings
 from producers.buffer import EventBuffer, Message
-from producers.order_diff import InFlight, decimal_qty, missed_event, valid_orders
+from producers.order_diff import (
+    InFlight,
+    decimal_qty,
+    judge,
+    next_until,
+    submitted_at,
+    valid_orders,
+)
 from producers.supervisor import Backoff, ProducerUnit
 
 log = logging.getLogger(__name__)
 
 PAGE = 500
 MAX_PAGES = 100
-# Closed orders are looked up from a little before the watermark: clock skew between this
-# host and Alpaca, and orders submitted while the previous pass ran.
+# Orders are listed from a little before the watermark: clock skew between this host and
+# Alpaca, and orders submitted while the previous pass ran.
 LOOKBACK_MARGIN_S = 60.0
 GONE_FIELD = "gone_at"
 """Set on ``P:order:{ID}`` when REST answers 404 for a non-final order: it is no longer
@@ -46,7 +55,12 @@ looked up (an order of another account or a reset paper account); the hash is ke
 
 @dataclass
 class ReconcileStats:
-    """What the health key shows of reconciliation; kept across restarts of the unit."""
+    """What the health key shows of reconciliation; kept across restarts of the unit.
+
+    ``last_pass_at``, ``last_checked``, ``last_repaired`` and ``last_in_flight`` describe the
+    last pass that ran to its end (complete or not): when it ended, how many orders it
+    compared with Redis, how many differences it handed off as repairs, and how many it left
+    to the stream's own event (in flight)."""
 
     runs: int = 0
     recovered: int = 0
@@ -54,6 +68,10 @@ class ReconcileStats:
     skipped: int = 0
     last_success_at: float | None = None
     last_error: str | None = None
+    last_pass_at: float | None = None
+    last_checked: int = 0
+    last_repaired: int = 0
+    last_in_flight: int = 0
     last_started: float | None = None  # the previous complete pass: the next watermark
 
     def snapshot(self) -> dict[str, Any]:
@@ -63,9 +81,9 @@ class ReconcileStats:
 
 
 class Reconciler(ProducerUnit):
-    """Diffs Alpaca's REST order state against ``P:order:{ID}`` and feeds the differences
-    into the order buffer. REST or Redis failures back off and retry; the stream never
-    waits. ``wake`` and ``stats`` outlive the unit, which the supervisor rebuilds on a crash."""
+    """Compares Alpaca's REST order state with ``P:order:{ID}`` and feeds the repairs into the
+    order buffer. REST or Redis failures back off and retry; the stream never waits. ``wake``
+    and ``stats`` outlive the unit, which the supervisor rebuilds on a crash."""
 
     name = "orders.reconciler"
 
@@ -129,48 +147,79 @@ class Reconciler(ProducerUnit):
                 self._wake.set()
 
     def reconcile_once(self, rest: TradingClient, store: redis.Redis) -> int:
-        """One pass; returns how many missed events it handed off.
+        """One pass; returns how many repairs it handed off.
 
-        It looks at every open order, every order Redis holds as open, and every order
-        submitted since the watermark (``P:orders:reconciled_at``) whatever its status: an
-        order opened and closed while no producer listened is in neither of the first two.
-        When it could not look at all of them (a page failed, paging ran out) it hands off
-        what it found, sets ``complete`` False and keeps the watermark where it was.
+        It compares every order that may have changed since the last pass: every order REST
+        lists as open; every order submitted since the watermark ``P:orders:reconciled_at``
+        (less a margin), whatever its status, listed newest first (an order opened and closed
+        between two passes, or while no producer listened); and, one by one, every order
+        Redis holds as open (``P:orders:open``) or that an earlier pass found different
+        (``P:orders:unsettled``: a repair on its way, a streamed state in flight, or an
+        order Redis never saw). Any other order was final at the last complete pass and
+        cannot have changed. Each difference is repaired unless the stream delivered that
+        state within the in-flight window; either way the order stays watched until Redis
+        agrees. When it could not look at all of them (a page failed, paging ran out) it
+        hands off what it found, sets ``complete`` False and keeps the watermark where it was.
         """
         started = time.time()
         since = self._advance_watermark(store, started)
-        open_orders, complete = self._orders(rest, QueryOrderStatus.OPEN, None)
+        open_orders, complete = self._open_orders(rest)
         orders = {o["id"]: o for o in open_orders}
         if since is not None:
             try:
-                closed, closed_complete = self._orders(
-                    rest, QueryOrderStatus.CLOSED, since - LOOKBACK_MARGIN_S
-                )
+                recent, recent_complete = self._submitted_since(rest, since - LOOKBACK_MARGIN_S)
             except Exception as exc:
-                # The open orders are still worth diffing; the window is looked at again
+                # The open orders are still worth comparing; the window is looked at again
                 # next pass, because the watermark does not move past an unscanned one.
-                log.warning("closed orders since the watermark not fetched (%s)", exc)
-                closed, closed_complete = [], False
-            complete = complete and closed_complete
-            for order in closed:
+                log.warning("orders submitted since the watermark not fetched (%s)", exc)
+                recent, recent_complete = [], False
+            complete = complete and recent_complete
+            for order in recent:
                 orders[order["id"]] = order  # fetched later: at least as new
-        for order_id in self._held_open(store) - orders.keys():
+        unsettled = self._unsettled(store)
+        for order_id in sorted((self._held_open(store) | unsettled) - orders.keys()):
             order = self._lookup(rest, store, order_id)
             if order is not None:
                 orders[order_id] = order
-        found = 0
+        repairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        differ: list[str] = []
+        in_flight = 0
         for order, held in zip(orders.values(), self._held(store, orders), strict=True):
-            event = missed_event(order, held)
-            if event is None or self._in_flight.carries(order):
+            verdict = judge(order, held, self._in_flight)
+            if verdict is None:
                 continue
-            if self._hand_off(order, event):
-                found += 1
+            differ.append(order["id"])
+            if verdict.action == "repair":
+                repairs.append((order, verdict.event))
+            else:
+                in_flight += 1
+        self._settle(store, differ, unsettled & (orders.keys() - set(differ)))
+        found = sum(self._hand_off(order, event) for order, event in repairs)
         if found:
-            log.info("reconciliation recovered %d missed order update(s)", found)
+            log.info("reconciliation repaired %d order(s) that differed from REST", found)
+        if in_flight:
+            log.info("reconciliation: %d order update(s) in flight, left to the stream", in_flight)
+        self.stats.last_pass_at = time.time()
+        self.stats.last_checked = len(orders)
+        self.stats.last_repaired = found
+        self.stats.last_in_flight = in_flight
         self.complete = complete
         if complete:
             self.stats.last_started = started
         return found
+
+    def _settle(self, store: redis.Redis, differ: list[str], agree: set[str]) -> None:
+        """Record which orders stay watched: those that ``differ`` join ``P:orders:unsettled``
+        before their repair is handed off (a kill right after cannot lose them), and those
+        watched that now ``agree`` with REST leave it."""
+        if not differ and not agree:
+            return
+        pipe = store.pipeline(transaction=False)
+        if differ:
+            pipe.sadd(self._keys.orders_unsettled, *differ)
+        if agree:
+            pipe.srem(self._keys.orders_unsettled, *agree)
+        pipe.execute()
 
     def _hand_off(self, order: dict[str, Any], event: dict[str, Any]) -> bool:
         """Put ``event`` in the order buffer unless the same state still waits there from an
@@ -200,11 +249,8 @@ class Reconciler(ProducerUnit):
         raw = cast(str | None, store.get(key))
         return float(raw) if raw is not None else None
 
-    def _orders(
-        self, rest: TradingClient, status: QueryOrderStatus, after: float | None
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """Orders of ``status`` (submitted after ``after`` if given), oldest first, and
-        whether every page was read.
+    def _open_orders(self, rest: TradingClient) -> tuple[list[dict[str, Any]], bool]:
+        """Every order REST lists as open, oldest first, and whether every page was read.
 
         Alpaca's ``after`` is exclusive, so each next page starts a microsecond before the
         last order's ``submitted_at``: orders sharing that instant are not skipped (the
@@ -212,37 +258,83 @@ class Reconciler(ProducerUnit):
         than a page of orders share one instant: reported as incomplete, never skipped.
         """
         found: dict[str, dict[str, Any]] = {}
-        since = datetime.fromtimestamp(after, UTC) if after is not None else None
+        since: datetime | None = None
         for _ in range(MAX_PAGES):
             request = GetOrdersRequest(
-                status=status, nested=True, limit=PAGE, after=since, direction=Sort.ASC
+                status=QueryOrderStatus.OPEN,
+                nested=True,
+                limit=PAGE,
+                after=since,
+                direction=Sort.ASC,
             )
             raw = rest.get_orders(request)
-            page, bad = valid_orders(raw)
-            if bad:
-                self.stats.skipped += bad
-                log.warning("skipped %d malformed order(s) in a %s page", bad, status.value)
-            fresh = [o for o in page if o["id"] not in found]
-            found.update((o["id"], o) for o in page)
-            size = len(raw) if isinstance(raw, list) else 0
-            if size < PAGE:
+            page, fresh = self._page(raw, found, "open")
+            if not isinstance(raw, list) or len(raw) < PAGE:
                 return list(found.values()), True
-            last = _submitted_at(page[-1]) if page else None
+            last = submitted_at(page[-1]) if page else None
             if last is None or not fresh:
                 break
             since = last - timedelta(microseconds=1)
-        log.warning("%s orders: stopped paging after %d pages", status.value, MAX_PAGES)
+        log.warning("open orders: stopped paging after %d pages", MAX_PAGES)
         return list(found.values()), False
 
+    def _submitted_since(
+        self, rest: TradingClient, horizon: float
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Every order submitted after ``horizon`` (epoch seconds), whatever its status, and
+        whether every page was read: ``status=all`` with ``after`` = ``horizon``, newest
+        first, each next page ending (``until``) where the last one's oldest order was
+        submitted (:func:`~producers.order_diff.next_until`), until a page is short or
+        reaches back past ``horizon``. Alpaca has no page token and filters on submission
+        time only: what changed since the last pass without being submitted since is open
+        in REST or watched in Redis, and :meth:`reconcile_once` looks at those apart."""
+        found: dict[str, dict[str, Any]] = {}
+        floor = datetime.fromtimestamp(horizon, UTC)
+        until: datetime | None = None
+        for _ in range(MAX_PAGES):
+            request = GetOrdersRequest(
+                status=QueryOrderStatus.ALL,
+                nested=True,
+                limit=PAGE,
+                after=floor,
+                until=until,
+                direction=Sort.DESC,
+            )
+            raw = rest.get_orders(request)
+            page, fresh = self._page(raw, found, "all")
+            full = isinstance(raw, list) and len(raw) >= PAGE
+            done, until = next_until(page, full, floor)
+            if done:
+                return list(found.values()), True
+            if until is None or not fresh:
+                break
+        log.warning("orders since the watermark: stopped paging after %d pages", MAX_PAGES)
+        return list(found.values()), False
+
+    def _page(
+        self, raw: object, found: dict[str, dict[str, Any]], status: str
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The well-shaped orders of ``raw`` (added to ``found``), and whether any was new."""
+        page, bad = valid_orders(raw)
+        if bad:
+            self.stats.skipped += bad
+            log.warning("skipped %d malformed order(s) in a %s page", bad, status)
+        fresh = any(o["id"] not in found for o in page)
+        found.update((o["id"], o) for o in page)
+        return page, fresh
+
     def _lookup(self, rest: TradingClient, store: redis.Redis, order_id: str) -> Any:
-        """REST's state of one order Redis holds as open; None when it is gone or fails."""
+        """REST's state of one watched order; None when it is gone or fails."""
         try:
             order = rest.get_order_by_id(order_id)
         except APIError as exc:
             if exc.status_code == 404:
                 log.warning("order %s is unknown to Alpaca; no longer reconciled", order_id)
-                store.hset(self._keys.order(order_id), GONE_FIELD, repr(time.time()))
+                key = self._keys.order(order_id)
+                if store.exists(key):  # a hash Redis holds is kept, marked; none is made
+                    store.hset(key, GONE_FIELD, repr(time.time()))
                 store.srem(self._keys.orders_open, order_id)
+                store.srem(self._keys.orders_unsettled, order_id)
             else:
                 log.warning("order %s not fetched (%s); skipped this pass", order_id, exc)
             self.stats.skipped += 1
@@ -260,6 +352,10 @@ class Reconciler(ProducerUnit):
         for order_id in orders:
             pipe.hgetall(self._keys.order(order_id))
         return cast(list[dict[str, str]], pipe.execute())
+
+    def _unsettled(self, store: redis.Redis) -> set[str]:
+        """Orders an earlier pass found different from REST (``P:orders:unsettled``)."""
+        return cast(set[str], store.smembers(self._keys.orders_unsettled))
 
     def _held_open(self, store: redis.Redis) -> set[str]:
         """Orders Redis holds as not final (they may have changed while we were away).
@@ -312,10 +408,3 @@ class Reconciler(ProducerUnit):
 
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot()
-
-
-def _submitted_at(order: dict[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(order["submitted_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from alpaca_broker.health import collect_leases, flow, problems, render, required_producers
+from alpaca_broker.health import (
+    collect_dead_letters,
+    collect_leases,
+    flow,
+    problems,
+    reconciliation_passes,
+    render,
+    required_producers,
+)
 from alpaca_broker.keys import Keys
 from alpaca_broker.redis_server import free_port
 from alpaca_broker.settings import Settings
@@ -94,6 +102,23 @@ def test_healthy_stack_exits_0_and_reports_redis_queues_producer_workers_and_flo
     assert text.returncode == 0, text.stdout
     assert text.stdout.splitlines()[0] == "healthy"
     assert f"worker {stack.worker_name('worker-orders')}: orders" in text.stdout
+
+
+def test_health_shows_the_producers_last_reconciliation_pass(stack: OpsStack) -> None:
+    def passed(report: Report) -> bool:
+        last = report.get("reconciliation", {}).get(stack.producer_name) or {}
+        return last.get("last_pass_at") is not None
+
+    report = wait_health(stack, passed, "a reconciliation pass reported")
+    last = report["reconciliation"][stack.producer_name]
+    assert 0 <= last["last_pass_age_s"] < 120  # at connect, then every RECONCILE_INTERVAL
+    assert isinstance(last["checked"], int)
+    assert isinstance(last["repaired"], int)
+    assert report["dead_letters"]["count"] == 0
+
+    text = stack.health().stdout
+    assert f"producer {stack.producer_name} reconciliation: last pass " in text
+    assert "dead letters: 0 in alpaca:orders:dead" in text.splitlines()
 
 
 def test_unhealthy_when_the_producer_heartbeat_expires_then_healthy_again(
@@ -255,6 +280,18 @@ def _report(**overrides: Any) -> Report:
             "producer 'default': order reconciliation has not succeeded for 3 intervals "
             "(3 failures, last error: APIError: 404)",
         ),
+        (
+            {
+                "dead_letters": {
+                    "key": "alpaca:orders:dead",
+                    "count": 2,
+                    "newest_reason": "MalformedMessage: order: bad symbol",
+                }
+            },
+            "dead letters: 2 order/news task(s) that can never be published in "
+            "alpaca:orders:dead (newest reason: MalformedMessage: order: bad symbol); read "
+            "them (XRANGE), fix the cause, then delete them (XDEL)",
+        ),
     ],
     ids=[
         "heartbeat-expired",
@@ -267,6 +304,7 @@ def _report(**overrides: Any) -> Report:
         "lease-without-holder",
         "lease-holder-dead",
         "reconciliation-stalled",
+        "dead-letters",
     ],
 )
 def test_problems_name_each_reason(overrides: dict[str, Any], reason: str) -> None:
@@ -314,6 +352,38 @@ def test_without_a_required_name_one_running_producer_of_any_name_is_healthy() -
 def test_flow_gives_seconds_since_each_streams_last_message() -> None:
     producers = {"p": {"streams": {"prices": {"last_message_at": 90.0}, "orders": {}}}}
     assert flow(producers, now=100.0) == {"p/prices": 10.0, "p/orders": None}
+
+
+def test_an_empty_dead_letter_stream_is_no_problem() -> None:
+    empty = {"key": "alpaca:orders:dead", "count": 0, "newest_reason": None}
+    assert problems(_report(dead_letters=empty), SETTINGS, ["default"]) == []
+
+
+def test_reconciliation_passes_give_each_producers_last_pass_checked_and_repaired() -> None:
+    stats = {
+        "runs": 12, "recovered": 3, "failures": 1, "last_pass_at": 1000.0, "last_checked": 40,
+        "last_repaired": 2, "last_in_flight": 1,
+    }  # fmt: skip
+    producers = {"feed-a": {"reconciliation": stats}, "prices-only": {"streams": {}}}
+    passes = reconciliation_passes(producers, now=1012.5)
+    assert passes == {
+        "feed-a": {
+            "last_pass_at": 1000.0, "last_pass_age_s": 12.5, "checked": 40, "repaired": 2,
+            "in_flight": 1, "runs": 12, "recovered": 3, "failures": 1,
+        }
+    }  # fmt: skip
+    report = _report(reconciliation=passes)
+    report.update(healthy=True, problems=[])
+    report["redis"].update(
+        used_memory=1, maxmemory_policy="noeviction", aof_enabled=True, connected_clients=3
+    )
+    assert (
+        "producer feed-a reconciliation: last pass 1970-01-01T00:16:40Z (12.5s ago), checked 40 "
+        "orders, repaired 2, in flight 1 (passes 12, repaired in all 3, failures 1)"
+    ) in render(report).splitlines()
+    unrun = reconciliation_passes({"b": {"reconciliation": {"runs": 0}}}, now=5.0)
+    report["reconciliation"] = unrun
+    assert "producer b reconciliation: no pass yet" in render(report).splitlines()
 
 
 def test_render_names_problems_first_and_tolerates_missing_values() -> None:
@@ -416,5 +486,62 @@ def test_health_flags_redis_memory_near_maxmemory_and_says_when_there_is_no_limi
         client.flushall()
         _, report, _ = _health_of(server.url)
         assert not any("memory" in p for p in report["problems"])  # fine again
+    finally:
+        server.stop()
+
+
+# --- dead letters, against a real Redis ------------------------------------------------------
+
+
+def test_dead_letters_are_counted_with_the_newest_reason(redis_client: Any) -> None:
+    keys = Keys("alpaca")
+    assert collect_dead_letters(redis_client, keys) == {
+        "key": "alpaca:orders:dead", "count": 0, "newest_reason": None, "newest_task": None,
+    }  # fmt: skip
+    redis_client.xadd(keys.orders_dead_letter, {"task": "orders.publish_event", "reason": "old"})
+    newest = redis_client.xadd(
+        keys.orders_dead_letter, {"task": "news.publish_article", "reason": "bad: headline"}
+    )
+    assert collect_dead_letters(redis_client, keys) == {
+        "key": "alpaca:orders:dead", "count": 2, "newest_reason": "bad: headline",
+        "newest_task": "news.publish_article", "newest_id": newest,
+    }  # fmt: skip
+
+
+def test_health_exits_1_while_the_dead_letter_stream_holds_an_entry_and_counts_it_in_json(
+    tmp_path: Any,
+) -> None:
+    import redis
+
+    from alpaca_broker.redis_server import RedisServer
+
+    keys = Keys("alpaca")
+    server = RedisServer(tmp_path / "dead")
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        _, report, _ = _health_of(server.url)
+        assert report["dead_letters"]["count"] == 0
+        assert not any(p.startswith("dead letters") for p in report["problems"])
+
+        reason = "MalformedMessage: order: bad symbol (symbol=None)"
+        client.xadd(keys.orders_dead_letter, {"task": "orders.publish_event", "reason": reason})
+        code, report, text = _health_of(server.url)
+        assert code == 1
+        assert report["healthy"] is False
+        assert report["dead_letters"]["count"] == 1
+        assert report["dead_letters"]["newest_reason"] == reason
+        dead = [p for p in report["problems"] if p.startswith("dead letters")]
+        assert dead == [
+            "dead letters: 1 order/news task(s) that can never be published in alpaca:orders:dead "
+            f"(newest reason: {reason}); read them (XRANGE), fix the cause, then delete them (XDEL)"
+        ]
+        assert f"  problem: {dead[0]}" in text.splitlines()
+        assert "dead letters: 1 in alpaca:orders:dead" in text.splitlines()
+
+        client.delete(keys.orders_dead_letter)  # the operator dealt with them
+        _, report, _ = _health_of(server.url)
+        assert report["dead_letters"]["count"] == 0
+        assert not any(p.startswith("dead letters") for p in report["problems"])
     finally:
         server.stop()

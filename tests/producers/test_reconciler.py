@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 import redis
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
@@ -34,7 +35,8 @@ def _order(order_id: str, status: str, filled: str = "0") -> dict[str, Any]:
 
 
 class ScriptedRest:
-    """REST as the reconciler sees it: open and closed orders, and every request made."""
+    """REST as the reconciler sees it: open and closed orders, and every request made.
+    ``status=all`` answers both; no paging is honoured (every answer is one short page)."""
 
     def __init__(self, open_: list[dict[str, Any]], closed: list[dict[str, Any]]) -> None:
         self.open, self.closed = open_, closed
@@ -43,11 +45,13 @@ class ScriptedRest:
 
     def get_orders(self, request: GetOrdersRequest) -> list[dict[str, Any]]:
         self.requests.append(request)
+        if request.status == QueryOrderStatus.OPEN:
+            return self.open
+        if self.closed_fails:
+            raise ConnectionError("orders since the watermark unavailable")
         if request.status == QueryOrderStatus.CLOSED:
-            if self.closed_fails:
-                raise ConnectionError("closed orders unavailable")
             return self.closed
-        return self.open
+        return [*self.closed, *self.open]
 
     def get_order_by_id(self, order_id: str) -> dict[str, Any]:
         raise AssertionError(f"unexpected lookup of {order_id}")
@@ -84,14 +88,18 @@ def test_a_fresh_redis_starts_a_watermark_and_asks_for_open_orders_only(
     assert redis_client.get(KEYS.orders_reconciled_at) is not None
 
 
-def test_orders_closed_since_the_watermark_are_recovered(reconciler, buffer, redis_client):
+def test_orders_submitted_since_the_watermark_whatever_their_status_are_recovered(
+    reconciler, buffer, redis_client
+):
     redis_client.set(KEYS.orders_reconciled_at, "1764000000.0")
     rest = ScriptedRest([], [_order("unseen", "filled", "1")])
     assert _pass(reconciler, buffer, rest, redis_client) == ["unseen"]
-    closed = rest.requests[-1]
-    assert closed.status == QueryOrderStatus.CLOSED
-    assert closed.after is not None
-    assert closed.after.timestamp() == pytest.approx(1764000000.0 - LOOKBACK_MARGIN_S)
+    recent = rest.requests[-1]
+    assert (recent.status, recent.direction, recent.until) == (
+        QueryOrderStatus.ALL, Sort.DESC, None,
+    )  # fmt: skip
+    assert recent.after is not None
+    assert recent.after.timestamp() == pytest.approx(1764000000.0 - LOOKBACK_MARGIN_S)
 
 
 def test_the_watermark_moves_to_the_previous_pass_only_after_a_complete_pass(
@@ -101,7 +109,7 @@ def test_the_watermark_moves_to_the_previous_pass_only_after_a_complete_pass(
     rest = ScriptedRest([_order("open", "new")], [])
     rest.closed_fails = True
     assert _pass(reconciler, buffer, rest, redis_client) == ["open"]  # open orders still diffed
-    rest.open = []
+    redis_client.hset(KEYS.order("open"), mapping={"status": "new", "filled_qty": "0"})
     _pass(reconciler, buffer, rest, redis_client)
     assert redis_client.get(KEYS.orders_reconciled_at) == "1764000000.0"  # window kept
 
@@ -114,7 +122,7 @@ def test_the_watermark_moves_to_the_previous_pass_only_after_a_complete_pass(
 
 
 class PagedRest(ScriptedRest):
-    """REST that honours ``after`` and ``limit`` on open orders, as Alpaca does (exclusive)."""
+    """REST that honours ``after`` (exclusive, as Alpaca's) and ``limit`` on open orders."""
 
     def get_orders(self, request: GetOrdersRequest) -> list[dict[str, Any]]:
         self.requests.append(request)
