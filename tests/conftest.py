@@ -4,6 +4,10 @@ pytest-celery 1.x is installed (it is a test extra) but switched off with ``-p n
 in pyproject.toml: its ``celery_worker`` fixture needs Docker. Workers here are either
 subprocesses (``worker_factory``: real prefork, killable) or ``start_worker`` threads
 (``inproc_worker``: fast, for tests that need no crash semantics).
+
+Every Redis these fixtures start is of the test's ``redis_flavor`` (Valkey, Redis 6.2 or
+Redis 7+): ``ALPACA_TEST_REDIS`` picks it, and an ``order_path`` test is parametrised over
+the flavours it runs on (tests/harness/redis_flavors.py).
 """
 
 from __future__ import annotations
@@ -18,28 +22,89 @@ import pytest
 import redis
 from celery import Celery
 
-from alpaca_broker.redis_server import RedisServer
+from alpaca_broker.redis_server import Flavor, RedisServer
+from tests.harness import redis_flavors
 from tests.harness.workers import WorkerProcess
 
 EXTERNAL_REDIS = os.environ.get("REDIS_URL")
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
-    """The session's Redis: REDIS_URL when given (tests flush it!), else our own server."""
-    if EXTERNAL_REDIS:
-        yield None
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        redis_flavors.requested()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.addinivalue_line(
+        "markers",
+        "order_path: an order-path fault test, run on each Redis flavour ALPACA_TEST_REDIS "
+        "names (all: every flavour; unset: Valkey; with every_redis=True also Redis 6.2 and 7+)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """An ``order_path`` test runs once per flavour it is given (its id names the flavour)."""
+    marker = metafunc.definition.get_closest_marker("order_path")
+    if marker is None or "redis_flavor" not in metafunc.fixturenames:
         return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    flavors = redis_flavors.flavors_for(True, bool(marker.kwargs.get("every_redis")))
+    metafunc.parametrize("redis_flavor", flavors, indirect=True, ids=list(flavors))
+
+
+def _require(flavor: Flavor) -> Flavor:
+    """``flavor``, once its server binary is here (installed if need be); a flavour this
+    machine cannot have skips the test (fails it in CI)."""
+    try:
+        redis_flavors.binary(flavor)
+    except redis_flavors.FlavorUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run every Redis flavour: {exc}")
+        pytest.skip(str(exc))
+    return flavor
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer | None) -> str:
-    """A URL to an empty database."""
-    url = redis_server.url if redis_server else str(EXTERNAL_REDIS)
+def redis_flavor(request: pytest.FixtureRequest) -> Flavor:
+    """The test's Redis flavour: its parameter, else the run's (:func:`_require`)."""
+    return _require(getattr(request, "param", None) or redis_flavors.run_flavor())
+
+
+@pytest.fixture(scope="session")
+def redis_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[Flavor], RedisServer]]:
+    """``redis_servers(flavor)``: the session's server of that flavour, started when first
+    asked for; all stopped at the session's end."""
+    started: dict[Flavor, RedisServer] = {}
+
+    def server(flavor: Flavor) -> RedisServer:
+        if flavor not in started:
+            started[flavor] = RedisServer(tmp_path_factory.mktemp(f"redis-{flavor}"), flavor=flavor)
+            started[flavor].start()
+        return started[flavor]
+
+    yield server
+    for running in started.values():
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_servers: Callable[[Flavor], RedisServer]) -> RedisServer | None:
+    """The session's Redis of the run's flavour: None when REDIS_URL is given (tests flush
+    it!), else our own server."""
+    return None if EXTERNAL_REDIS else redis_servers(_require(redis_flavors.run_flavor()))
+
+
+@pytest.fixture
+def redis_url(
+    redis_flavor: Flavor,
+    redis_server: RedisServer | None,
+    redis_servers: Callable[[Flavor], RedisServer],
+) -> str:
+    """A URL to an empty database, on a server of the test's flavour."""
+    if redis_flavor == redis_flavors.run_flavor():
+        url = redis_server.url if redis_server else str(EXTERNAL_REDIS)
+    else:
+        url = redis_servers(redis_flavor).url
     redis.Redis.from_url(url).flushdb()
     return url
 
@@ -56,9 +121,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server owned by one test, which may kill and restart it."""
-    server = RedisServer(tmp_path / "own-redis")
+def own_redis(tmp_path: Path, redis_flavor: Flavor) -> Iterator[RedisServer]:
+    """A Redis server (of the test's flavour) owned by one test, which may kill and restart
+    it."""
+    server = RedisServer(tmp_path / "own-redis", flavor=redis_flavor)
     server.start()
     yield server
     server.stop(kill=True)
@@ -89,7 +155,7 @@ def inproc_worker(redis_url: str) -> Iterator[Celery]:
     os.environ["REDIS_URL"] = redis_url  # the tasks' publisher reads the settings
     load_settings.cache_clear()
     reset_publisher()
-    app.conf.broker_url = redis_url
+    app.conf.broker_url = app.conf.broker_read_url = app.conf.broker_write_url = redis_url
     try:
         with start_worker(app, pool="solo", queues=["prices", "orders"], perform_ping_check=False):
             yield app

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.faults
 ORDERS_POPPED = b"*2\r\n$6\r\norders\r\n"
 
 
+@pytest.mark.order_path(every_redis=True)
 def test_an_order_task_taken_just_before_the_broker_connection_drops_still_runs_once(
     redis_url: str,
     redis_client: redis.Redis,

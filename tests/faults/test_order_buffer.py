@@ -20,6 +20,7 @@ pytestmark = pytest.mark.faults
 KEYS = Keys()
 
 
+@pytest.mark.order_path
 def test_order_events_buffered_while_redis_was_down_and_lost_at_exit_are_recovered(
     sim: Simulator, own_redis: RedisServer, own_client: redis.Redis, own_pipeline: Pipeline
 ) -> None:

@@ -43,6 +43,7 @@ def start_producer(
     return lambda: pipeline.producer(streams="orders", **ORDER_ENV)
 
 
+@pytest.mark.order_path
 def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
     sim: Simulator, redis_client: redis.Redis, start_producer: Callable[[], ProducerProcess]
 ) -> None:
@@ -108,6 +109,7 @@ def test_producer_sigkilled_while_orders_fill_restart_reconciles_the_gap(
     assert _status(redis_client, untouched) == "new"
 
 
+@pytest.mark.order_path
 def test_an_order_opened_and_closed_while_the_producer_was_dead_is_recovered(
     sim: Simulator, redis_client: redis.Redis, start_producer: Callable[[], ProducerProcess]
 ) -> None:

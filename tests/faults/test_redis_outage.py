@@ -32,6 +32,7 @@ OUTAGE_SECONDS = 30
 #: (production keeps the 300 s default: the same recovery, later).
 
 
+@pytest.mark.order_path
 def test_redis_down_thirty_seconds_prices_resume_and_every_order_event_arrives_once(
     sim: Simulator, own_redis: RedisServer, own_client: redis.Redis, own_pipeline: Pipeline
 ) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from alpaca_broker.keys import Keys
+from alpaca_broker.keys import ORDERS_QUEUE, Keys
 from alpaca_broker.redis_client import connect
+from alpaca_broker.redis_server import Flavor
 from alpaca_broker.settings import Settings
 from simulator.api import Simulator
 from tests.harness.faults import (
@@ -46,8 +47,8 @@ def succeeded_tasks(worker: WorkerProcess) -> set[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    started = SentinelCluster(tmp_path / "sentinel").start()
+def cluster(tmp_path: Path, redis_flavor: Flavor) -> Iterator[SentinelCluster]:
+    started = SentinelCluster(tmp_path / "sentinel", redis_flavor).start()
     yield started
     started.stop()
 
@@ -92,6 +93,7 @@ def _first_price_on(node_client: redis.Redis, timeout: float) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.order_path(every_redis=True)
 @pytest.mark.parametrize("old_primary_returns", [False, True], ids=["gone", "back-as-replica"])
 def test_primary_sigkilled_under_load_prices_resume_and_each_order_event_lands_once(
     sim: Simulator,
@@ -135,6 +137,7 @@ def test_primary_sigkilled_under_load_prices_resume_and_each_order_event_lands_o
     _nothing_restarted(producer, workers)
 
 
+@pytest.mark.order_path
 def test_tail_orders_keeps_printing_across_a_failover(
     sim: Simulator,
     cluster: SentinelCluster,
@@ -184,6 +187,7 @@ def test_tail_orders_keeps_printing_across_a_failover(
         out.close()
 
 
+@pytest.mark.order_path
 def test_order_worker_sigkilled_with_its_process_group_its_orders_land_within_30s_by_default(
     sim: Simulator,
     redis_url: str,
@@ -251,3 +255,45 @@ def test_health_shows_the_primary_the_replicas_lag_and_the_sentinels_reached(
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert f"primary {cluster.primary.address}; sentinels reached 2 of 3" in done.stdout
+
+
+@pytest.mark.order_path
+def test_broker_url_equal_to_redis_url_follows_the_failover_and_each_order_event_lands_once(
+    sim: Simulator,
+    cluster: SentinelCluster,
+    worker_factory: Callable[..., WorkerProcess],
+    producer_factory: Callable[..., ProducerProcess],
+) -> None:
+    # An operator who writes the broker out names the same Redis as REDIS_URL (the primary as
+    # it is now). The Celery broker must still find the primary through the Sentinels: a
+    # static URL keeps sending and consuming tasks on the old host after the failover.
+    url = f"redis://127.0.0.1:{cluster.primary_port}/0"
+    env = {**cluster.env, "REDIS_URL": url, "CELERY_BROKER_URL": url}
+    worker = worker_factory(url, queues="orders", name="orders", env=env)
+    producer = producer_factory(url, sim, streams="orders", RECONCILE_INTERVAL="3600", **env)
+    producer._redis = _through_sentinel(cluster)  # its heartbeat, read through Sentinel
+    producer.wait_connected("orders")
+    wait_reconciled_once(sim)
+    client = _through_sentinel(cluster)
+    sim.set_order_flow(20)
+    wait_until(lambda: client.xlen(KEYS.orders_events) >= 10, 30, message="orders flow")
+
+    cluster.kill_primary()
+    emitted_at_promotion = len(sim.orders.events())
+    wait_until(
+        lambda: len(sim.orders.events()) >= emitted_at_promotion + 10, 30, message="more orders"
+    )
+    sim.set_order_flow(0)
+    wait_orders_settled(sim, timeout=30)
+
+    # The orders emitted after the promotion went through the broker on the new primary:
+    # every distinct event is there exactly once, nothing left queued or unacknowledged.
+    expected = assert_each_emitted_event_published_once(client, sim, timeout=ORDERS_BACK_WITHIN_S)
+    assert sum(expected.values()) >= 20
+    new_primary = cluster.primary.client(decode_responses=True)
+    wait_until(
+        lambda: new_primary.llen(ORDERS_QUEUE) == 0 and new_primary.hlen("unacked") == 0,
+        ORDERS_BACK_WITHIN_S,
+        message="the orders queue drained and acknowledged on the new primary",
+    )
+    _nothing_restarted(producer, [worker])

@@ -4,6 +4,7 @@ sockets, the other takes over when it stops or dies, and no order event is lost 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +125,7 @@ def test_holder_stopped_with_sigterm_the_standby_connects_within_3s_of_the_relea
     assert lease["epoch"] == epoch + 1
 
 
+@pytest.mark.order_path
 def test_holder_sigkilled_while_orders_fill_the_standby_takes_over_and_nothing_is_lost(
     sim: Simulator, redis_client: redis.Redis, orders_worker: WorkerProcess, pair: Pair
 ) -> None:
@@ -243,3 +245,37 @@ def test_new_holder_waits_out_alpacas_406_window_once_for_a_dead_holders_unreape
     refused = sim.stats()["errors_sent"].get(406, 0)
     assert 1 <= refused <= 2, f"{refused} connection attempts refused: a storm"
     assert took < TTL + reap + 2 * wait * 1.1 + 5
+
+
+def test_holder_paused_past_its_lease_the_new_holder_connects_once_it_resumes_and_closes(
+    sim: Simulator,
+    redis_url: str,
+    redis_client: redis.Redis,
+    pipeline_on: Callable[[str], Pipeline],
+) -> None:
+    """A SIGSTOPped holder's socket stays open (Alpaca answers the new holder 406); when it runs
+    again it steps down, closes its socket and says so: the new holder connects then, not after
+    the whole ALPACA_CONNECTION_LIMIT_WAIT (issue 25, item 5)."""
+    wait = 60.0
+    producers = _prices_pair(
+        pipeline_on,
+        {"a": redis_url, "b": redis_url},
+        ALPACA_CONNECTION_LIMIT_WAIT=str(wait),
+    )
+    holder, standby = _holder_and_standby(producers, redis_client)
+    holder.wait_connected("prices")
+    assert holder.proc is not None
+    holder.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: sim.stats()["errors_sent"].get(406, 0) >= 1,
+            TTL + 15,
+            message="the new holder is refused while the paused one holds the slot",
+        )
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    standby.wait_connected("prices", timeout=wait)
+    took = time.monotonic() - resumed
+    assert took < wait / 3, f"the new holder waited {took:.1f}s after the old socket closed"
+    assert standby.health()["role"] == "active"

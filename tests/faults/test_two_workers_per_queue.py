@@ -59,6 +59,7 @@ def _late_copy(envelope: dict[str, Any]) -> dict[str, Any]:
     return late
 
 
+@pytest.mark.order_path
 def test_two_workers_per_queue_keep_order_events_once_and_neither_hash_regresses(
     sim: Simulator,
     redis_client: redis.Redis,
@@ -137,6 +138,7 @@ def test_two_workers_per_queue_keep_order_events_once_and_neither_hash_regresses
     listener.pubsub.close()
 
 
+@pytest.mark.order_path
 def test_one_of_two_workers_per_queue_sigkilled_the_other_carries_on_and_nothing_doubles(
     sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:

