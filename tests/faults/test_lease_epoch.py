@@ -2,29 +2,26 @@
 received, Sentinel promotes the replica, and no epoch a holder stepped up with (or that
 ``P:lease`` showed) is handed out again (producers/lease.py, "The epoch never repeats").
 
-The replica replicates through a :class:`StallingRelay`, so a test can stop the primary's
-writes from reaching it while both still count it as connected (a lagging replica: ``WAIT``
-gets no acknowledgement), as when a primary dies a moment after a write.
+The replica replicates through a :class:`~tests.harness.proxy.TcpProxy`, so a test can stop
+the primary's writes from reaching it while both still count it as connected (a lagging
+replica: ``WAIT`` gets no acknowledgement), as when a primary dies a moment after a write.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import selectors
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
 from producers.lease import UNCONFIRMED_STEP_UP_S, Lease
+from tests.harness.proxy import TcpProxy
 from tests.harness.sentinel import SentinelCluster
 from tests.harness.wait import wait_until
 
@@ -34,72 +31,11 @@ KEYS = Keys()
 LEASE = "feed"
 
 
-class StallingRelay:
-    """Forwards a replica's connection to its primary; after :meth:`stall`, what the primary
-    sends is dropped (never reaches the replica) while the replica's own traffic (its
-    acknowledgements) still flows, so the primary keeps counting it as a connected replica."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = ("127.0.0.1", target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._server.getsockname()[1]
-        self._stalled = threading.Event()
-        self._closed = False
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True, name="relay-accept").start()
-
-    def stall(self) -> None:
-        self._stalled.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._server.close()
-        for sock in self._socks:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                replica, _ = self._server.accept()
-            except OSError:
-                return
-            try:
-                primary = socket.create_connection(self._target, timeout=2)
-            except OSError:
-                replica.close()
-                continue
-            self._socks += [replica, primary]
-            threading.Thread(target=self._pump, args=(replica, primary), daemon=True).start()
-
-    def _pump(self, replica: socket.socket, primary: socket.socket) -> None:
-        peers = {replica: primary, primary: replica}
-        with selectors.DefaultSelector() as selector:
-            for sock in peers:
-                sock.setblocking(True)
-                selector.register(sock, selectors.EVENT_READ)
-            while True:
-                for key, _ in selector.select(timeout=1):
-                    sock = cast(socket.socket, key.fileobj)
-                    try:
-                        data = sock.recv(65536)
-                        if not data:
-                            raise OSError("closed")
-                        if sock is primary and self._stalled.is_set():
-                            continue  # lost with the primary
-                        peers[sock].sendall(data)
-                    except OSError:
-                        for peer in peers:
-                            with contextlib.suppress(OSError):
-                                peer.close()
-                        return
-
-
 @pytest.fixture
-def relayed(tmp_path: Path) -> Iterator[tuple[SentinelCluster, StallingRelay]]:
-    """A Sentinel cluster whose replica replicates through a :class:`StallingRelay`."""
+def relayed(tmp_path: Path) -> Iterator[tuple[SentinelCluster, TcpProxy]]:
+    """A Sentinel cluster whose replica replicates through a :class:`TcpProxy`."""
     cluster = SentinelCluster(tmp_path / "sentinel")
-    relay = StallingRelay(cluster.primary_port)
+    relay = TcpProxy(("127.0.0.1", cluster.primary_port))
     argv = cluster.replica.argv
     argv[argv.index("--replicaof") + 2] = str(relay.port)
     try:
@@ -127,7 +63,7 @@ def _shown_on(cluster: SentinelCluster) -> int:
 
 
 def test_an_epoch_no_replica_confirmed_is_not_taken_and_the_promoted_replica_grows_past_all(
-    relayed: tuple[SentinelCluster, StallingRelay],
+    relayed: tuple[SentinelCluster, TcpProxy],
 ) -> None:
     cluster, relay = relayed
     handed_out: list[int] = []
@@ -158,7 +94,7 @@ def test_an_epoch_no_replica_confirmed_is_not_taken_and_the_promoted_replica_gro
 
 
 def test_a_holder_that_stepped_up_unconfirmed_is_outgrown_by_a_standby_that_saw_it(
-    relayed: tuple[SentinelCluster, StallingRelay], caplog: pytest.LogCaptureFixture
+    relayed: tuple[SentinelCluster, TcpProxy], caplog: pytest.LogCaptureFixture
 ) -> None:
     cluster, relay = relayed
     caplog.set_level(logging.INFO, logger="producers.lease")

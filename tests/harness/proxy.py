@@ -12,7 +12,9 @@ from typing import cast
 
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target``; :meth:`cut` drops every connection and
-    refuses new ones (the peer sees resets), :meth:`restore` accepts again."""
+    refuses new ones (the peer sees resets), :meth:`restore` accepts again; after
+    :meth:`stall`, what the server sends is dropped while the client's bytes still flow (a
+    replica behind it stays connected, and its primary counts it, but receives nothing)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
@@ -25,6 +27,7 @@ class TcpProxy:
         self._closed = False
         self._marker: bytes | None = None
         self.tripped = threading.Event()
+        self.stalled = threading.Event()
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def url(self, db: int = 0) -> str:
@@ -56,6 +59,9 @@ class TcpProxy:
     def restore(self) -> None:
         self._open.set()
 
+    def stall(self) -> None:
+        self.stalled.set()
+
     def close(self) -> None:
         self._closed = True
         self.cut()
@@ -78,7 +84,7 @@ class TcpProxy:
             with self._lock:
                 self._conns += [client, upstream]
             threading.Thread(
-                target=_pump, args=(client, upstream, self._on_reply), daemon=True
+                target=_pump, args=(client, upstream, self._on_reply, self.stalled), daemon=True
             ).start()
 
     def __enter__(self) -> TcpProxy:
@@ -88,9 +94,15 @@ class TcpProxy:
         self.close()
 
 
-def _pump(a: socket.socket, b: socket.socket, on_reply: Callable[[bytes], None]) -> None:
+def _pump(
+    a: socket.socket,
+    b: socket.socket,
+    on_reply: Callable[[bytes], None],
+    stalled: threading.Event,
+) -> None:
     """Copy bytes both ways until either side closes; ``on_reply`` sees what ``b`` (the
-    server) sent, after it was passed on."""
+    server) sent, after it was passed on; while ``stalled`` is set, what ``b`` sends is
+    dropped."""
     peers = {a: b, b: a}
     with selectors.DefaultSelector() as selector:
         for sock in peers:
@@ -103,6 +115,8 @@ def _pump(a: socket.socket, b: socket.socket, on_reply: Callable[[bytes], None])
                     data = sock.recv(65536)
                     if not data:
                         raise OSError("closed")
+                    if sock is b and stalled.is_set():
+                        continue  # lost on the way
                     peers[sock].sendall(data)
                     if sock is b:
                         on_reply(data)
