@@ -175,6 +175,19 @@ def _prices_pair(
     }
 
 
+def _connected_prices_pair(
+    pipeline_on: Callable[[str], Pipeline], redis_url: str, client: redis.Redis, wait: float
+) -> Pair:
+    """Producers a and b on one Redis with ALPACA_CONNECTION_LIMIT_WAIT=``wait``, settled:
+    the holder (its price socket connected) and the standby."""
+    producers = _prices_pair(
+        pipeline_on, {"a": redis_url, "b": redis_url}, ALPACA_CONNECTION_LIMIT_WAIT=str(wait)
+    )
+    holder, standby = _holder_and_standby(producers, client)
+    holder.wait_connected("prices")
+    return holder, standby
+
+
 def test_holder_cut_off_from_redis_closes_its_alpaca_socket_and_the_other_takes_over(
     sim: Simulator,
     redis_url: str,
@@ -229,13 +242,7 @@ def test_new_holder_waits_out_alpacas_406_window_once_for_a_dead_holders_unreape
     pipeline_on: Callable[[str], Pipeline],
 ) -> None:
     reap, wait = 6.0, 4.0
-    producers = _prices_pair(
-        pipeline_on,
-        {"a": redis_url, "b": redis_url},
-        ALPACA_CONNECTION_LIMIT_WAIT=str(wait),
-    )
-    holder, standby = _holder_and_standby(producers, redis_client)
-    holder.wait_connected("prices")
+    holder, standby = _connected_prices_pair(pipeline_on, redis_url, redis_client, wait)
     sim.keep_dead_slots(reap)
     assert holder.proc is not None
     holder.proc.kill()
@@ -257,13 +264,7 @@ def test_holder_paused_past_its_lease_the_new_holder_connects_once_it_resumes_an
     again it steps down, closes its socket and says so: the new holder connects then, not after
     the whole ALPACA_CONNECTION_LIMIT_WAIT (issue 25, item 5)."""
     wait = 60.0
-    producers = _prices_pair(
-        pipeline_on,
-        {"a": redis_url, "b": redis_url},
-        ALPACA_CONNECTION_LIMIT_WAIT=str(wait),
-    )
-    holder, standby = _holder_and_standby(producers, redis_client)
-    holder.wait_connected("prices")
+    holder, standby = _connected_prices_pair(pipeline_on, redis_url, redis_client, wait)
     assert holder.proc is not None
     holder.proc.send_signal(signal.SIGSTOP)
     try:
