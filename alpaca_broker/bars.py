@@ -7,12 +7,12 @@ import re
 import sys
 import time
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.keys import Keys
+from alpaca_broker.redaction import masked_url
 from alpaca_broker.redis_client import connect
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from alpaca_broker.timestamps import parse_rfc3339
@@ -35,12 +35,8 @@ def since_ms(text: str | None, now_ms: int) -> int | None:
 
 
 def without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (pure)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with any password replaced by ``***`` (pure; the one masking everywhere)."""
+    return masked_url(url)
 
 
 def print_bars(client: redis.Redis, keys: Keys, symbol: str, since: int | None, out: TextIO) -> int:

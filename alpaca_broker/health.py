@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health_sentinel import collect_sentinel, render_sentinel, sentinel_problems
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, QUEUES, Keys
-from alpaca_broker.redis_client import connect, describe
+from alpaca_broker.redis_client import connect, describe, from_url, reason
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 
 # kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
@@ -55,10 +55,10 @@ def broker_clients(settings: Settings, output: redis.Redis) -> dict[str, redis.R
     }  # as main's client of the output Redis
     broker = output
     if not settings.broker_is_output:
-        broker = redis.Redis.from_url(settings.broker_url, **options)
+        broker = from_url(settings, settings.broker_url, **options)
     prices = broker
     if settings.prices_broker_apart:
-        prices = redis.Redis.from_url(str(settings.celery_prices_broker_url), **options)
+        prices = from_url(settings, str(settings.celery_prices_broker_url), **options)
     return {PRICES_QUEUE: prices, ORDERS_QUEUE: broker}
 
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             prices_app = create_app(settings, PRICES_QUEUE, watch_only=True)
             report["workers"].update(collect_workers(prices_app, args.timeout))
     except (redis.RedisError, OSError) as exc:
-        report["redis"] = {"error": f"{describe(settings)}: {exc}"}
+        report["redis"] = {"error": f"{describe(settings)}: {reason(exc)}"}
     report["sentinel"] = collect_sentinel(settings, client)
     report["last_message_age_s"] = flow(report["producers"], time.time())
     report["reconciliation"] = reconciliation_passes(report["producers"], time.time())

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from alpaca_broker.redis_client import SENTINEL_TIMEOUT
+from alpaca_broker.redis_client import sentinel_options
 from alpaca_broker.settings import Settings
 
 
@@ -42,9 +42,8 @@ def collect_sentinel(settings: Settings, client: redis.Redis) -> dict[str, Any] 
         settings.sentinel_addresses, settings.redis_sentinels, strict=True
     ):
         sentinel = redis.Redis(
-            host=host, port=port, socket_timeout=SENTINEL_TIMEOUT,
-            socket_connect_timeout=SENTINEL_TIMEOUT, decode_responses=True,
-        )  # fmt: skip
+            host=host, port=port, decode_responses=True, **sentinel_options(settings)
+        )
         try:
             address = sentinel.sentinel_get_master_addr_by_name(settings.redis_sentinel_master)
         except (redis.RedisError, OSError):

@@ -18,25 +18,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, NoReturn, get_args
-from urllib.parse import urlsplit
 
 import redis
 
+from alpaca_broker.redaction import MASK, masked_url, url_secrets
+
 
 def masked(url: str) -> str:
-    """``url`` with its password masked, for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    """``url`` with its password masked, for printing: the userinfo's and a ``?password=``
+    (:func:`alpaca_broker.redaction.masked_url`)."""
+    return masked_url(url)
 
 
 def unreachable(command: str, url: str, reason: object) -> NoReturn:
     """Print the one line that says which Redis ``command`` could not reach; exit 1."""
     why = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    password = urlsplit(url).password
-    if password:
-        why = why.replace(password, "***")
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        why = why.replace(secret, MASK)
     print(
         f"alpaca-broker {command}: cannot reach Redis at {masked(url)}: {why}",
         file=sys.stderr,

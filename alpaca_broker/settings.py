@@ -8,23 +8,28 @@ code base reads the environment.
 from __future__ import annotations
 
 import ipaddress
+import os
+import ssl
 import sys
 import time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from alpaca.common.enums import BaseURL
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alpaca_broker.errors import ConfigError
+from alpaca_broker.redaction import url_secrets
 
 DataChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses", "lulds"]
 CryptoChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "orderbooks"]
 OptionChannel = Literal["trades", "quotes"]
 MARKET_DATA_STREAM = "wss://stream.data.alpaca.markets"
+MIN_CREDENTIAL_CHARS = 8
+"""Shortest Alpaca key or secret accepted (Settings.credentials)."""
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -182,6 +187,17 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(5.0, validation_alias=_env("LEASE_TTL"), ge=1, le=300)
 
     # --- this project's additions (README, "Configuration") ---
+    # TLS of every rediss:// connection (output, brokers, Sentinel): the certificate and the
+    # host name are always verified, against REDIS_TLS_CA_FILE or else the system's CAs.
+    redis_tls_ca_file: Path | None = Field(None, validation_alias=_env("REDIS_TLS_CA_FILE"))
+    redis_tls_cert_file: Path | None = Field(None, validation_alias=_env("REDIS_TLS_CERT_FILE"))
+    redis_tls_key_file: Path | None = Field(None, validation_alias=_env("REDIS_TLS_KEY_FILE"))
+    redis_tls_check_hostname: bool = Field(True, validation_alias=_env("REDIS_TLS_CHECK_HOSTNAME"))
+    # The Sentinels' own password and TLS (default: TLS when REDIS_URL is rediss://).
+    redis_sentinel_password: SecretStr | None = Field(
+        None, validation_alias=_env("REDIS_SENTINEL_PASSWORD")
+    )
+    redis_sentinel_tls: bool | None = Field(None, validation_alias=_env("REDIS_SENTINEL_TLS"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
@@ -224,6 +240,9 @@ class Settings(BaseSettings):
     market_clock_origin_ns: int | None = Field(
         None, validation_alias=_env("MARKET_CLOCK_ORIGIN_NS"), ge=0
     )
+    # `alpaca-broker simulate`: the only API secret it accepts when --secret is not given
+    # (an argument would show in `ps`).
+    simulator_secret: SecretStr | None = Field(None, validation_alias=_env("SIMULATOR_SECRET"))
 
     @field_validator(
         "alpaca_symbols",
@@ -257,10 +276,33 @@ class Settings(BaseSettings):
             parse_address(address)
         return value
 
+    @field_validator(
+        "redis_tls_ca_file",
+        "redis_tls_cert_file",
+        "redis_tls_key_file",
+        "redis_sentinel_tls",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+            raise ValueError(f"no readable file {str(value)!r}")
+        return value
+
     @field_validator("redis_url", "celery_broker_url", "celery_prices_broker_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        return _check_url(value, ("redis", "rediss", "unix"))
+        value = _check_url(value, ("redis", "rediss", "unix"))
+        # redis-py would let such a URL option override the verification (ssl_cert_reqs=none).
+        options = parse_qs(urlsplit(value).query) if value else {}
+        if tls := sorted(name for name in options if name.lower().startswith("ssl")):
+            raise ValueError(f"TLS options go in REDIS_TLS_* (not {', '.join(tls)} in the URL)")
+        return value
 
     @field_validator(
         "alpaca_data_stream_url",
@@ -304,6 +346,14 @@ class Settings(BaseSettings):
         return tuple(parse_address(address) for address in self.redis_sentinels)
 
     @property
+    def sentinel_tls(self) -> bool:
+        """Whether the Sentinels are reached over TLS: ``REDIS_SENTINEL_TLS``, else whether
+        ``REDIS_URL`` is ``rediss://``."""
+        if self.redis_sentinel_tls is not None:
+            return self.redis_sentinel_tls
+        return urlsplit(self.redis_url).scheme == "rediss"
+
+    @property
     def broker_url(self) -> str:
         """The Celery broker: ``CELERY_BROKER_URL``, else ``REDIS_URL``."""
         return self.celery_broker_url or self.redis_url
@@ -345,11 +395,9 @@ class Settings(BaseSettings):
         return self.alpaca_trading_api_url or default.value
 
     def credentials(self) -> tuple[str, str]:
-        """The Alpaca key and secret; raises ConfigError naming the one that is missing.
-
-        Any length is accepted (a proxy or a test fake may use short ones); Alpaca's own are
-        20 and 40 characters, long enough to be redacted everywhere (alpaca_broker.redaction).
-        """
+        """The Alpaca key and secret; raises ConfigError naming the one that is missing or
+        shorter than MIN_CREDENTIAL_CHARS (Alpaca's are 20 and 40 characters: a shorter one is
+        a mistake, and too short to be redacted everywhere, alpaca_broker.redaction)."""
         found: list[str] = []
         for variable, alias, value in (
             ("ALPACA_API_KEY", "APCA_API_KEY_ID", self.alpaca_api_key),
@@ -358,6 +406,12 @@ class Settings(BaseSettings):
             text = value.get_secret_value() if value is not None else ""
             if not text:
                 raise ConfigError(variable, f"is required (or {alias})")
+            if len(text) < MIN_CREDENTIAL_CHARS:
+                raise ConfigError(
+                    variable,
+                    f"is shorter than {MIN_CREDENTIAL_CHARS} characters: not an Alpaca key "
+                    "(Alpaca's are 20 and 40 characters)",
+                )
             found.append(text)
         return found[0], found[1]
 
@@ -365,11 +419,10 @@ class Settings(BaseSettings):
         """Every secret string a log line must never show: the Alpaca key and secret, and each
         URL password as written (percent-encoded) and decoded. Any length: the log redactor
         decides how a short one is treated (alpaca_broker.redaction)."""
-        values = [s.get_secret_value() for s in (self.alpaca_api_key, self.alpaca_secret_key) if s]
+        secrets = (self.alpaca_api_key, self.alpaca_secret_key, self.redis_sentinel_password)
+        values = [s.get_secret_value() for s in secrets if s]
         for url in (self.redis_url, self.celery_broker_url, self.celery_prices_broker_url):
-            password = urlsplit(url).password if url else None
-            if password:
-                values += [password, unquote(password)]
+            values += url_secrets(url) if url else []
         return tuple(dict.fromkeys(v for v in values if v))
 
 
@@ -396,6 +449,31 @@ def check_together(settings: Settings) -> None:
     """Raise ConfigError for settings that are valid alone but not together."""
     if settings.redis_sentinels and not settings.redis_sentinel_master:
         raise ConfigError("REDIS_SENTINEL_MASTER", "is required when REDIS_SENTINELS is set")
+    _check_tls_files(settings)
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Raise ConfigError unless the TLS files load as redis-py will load them: the CA file
+    holds PEM certificates, the client certificate goes with its unencrypted key."""
+    ca, cert = settings.redis_tls_ca_file, settings.redis_tls_cert_file
+    key = settings.redis_tls_key_file
+    if key and not cert:
+        raise ConfigError("REDIS_TLS_KEY_FILE", "is the key of REDIS_TLS_CERT_FILE, which is unset")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca:
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError("REDIS_TLS_CA_FILE", f"holds no PEM certificate: {exc}") from None
+    if cert:
+        try:  # an empty passphrase: an encrypted key fails here instead of prompting
+            context.load_cert_chain(str(cert), str(key) if key else None, password=b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                "REDIS_TLS_CERT_FILE",
+                "is not a PEM certificate with its unencrypted key (REDIS_TLS_KEY_FILE, or "
+                f"in the same file): {exc}",
+            ) from None
 
 
 def exit_on_config_error(exc: ConfigError) -> NoReturn:

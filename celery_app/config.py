@@ -13,7 +13,7 @@ from alpaca_broker.errors import RETRYABLE, ConfigError
 from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.keys import NEWS_TASK_PREFIX, ORDERS_QUEUE, PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
-from alpaca_broker.redis_client import broker_options
+from alpaca_broker.redis_client import broker_options, broker_tls
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
 from celery_app import broker
 from celery_app.wire import dumps_json, loads_json
@@ -80,10 +80,14 @@ def celery_config(
     sentinel = broker_options(settings)
     transport: dict[str, Any] = sentinel[1] if sentinel else {}
     url = sentinel[0] if sentinel else settings.broker_url
+    tls = broker_tls(settings, settings.broker_url)
     if queue == PRICES_QUEUE and settings.prices_broker_apart:
         url, transport = str(settings.celery_prices_broker_url), {}
+        tls = broker_tls(settings, url)
     return {
         "broker_url": url,
+        # rediss:// (plain or through Sentinel): the certificate and host name verified.
+        "broker_use_ssl": tls,
         # Celery prefers the CELERY_BROKER_URL environment variable to broker_url, but the
         # read and write URLs to it: so the broker chosen here (through Sentinel when it is
         # the output Redis, or the prices' own) is the one every connection uses.
@@ -179,7 +183,13 @@ def worker_broker(settings: Settings, queues: Any) -> dict[str, Any]:
     chosen = set(queues.split(",") if isinstance(queues, str) else queues or ())
     if chosen == {PRICES_QUEUE}:
         prices = celery_config(settings, PRICES_QUEUE)
-        keys = ("broker_url", "broker_read_url", "broker_write_url", "broker_transport_options")
+        keys = (
+            "broker_url",
+            "broker_read_url",
+            "broker_write_url",
+            "broker_use_ssl",
+            "broker_transport_options",
+        )
         return {k: prices[k] for k in keys}
     if chosen and PRICES_QUEUE not in chosen:
         return {}

@@ -22,7 +22,7 @@ from celery import signals
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.keys import NEWS_ARTICLE_TASK, ORDER_EVENT_TASK, PRICES_BATCH_TASK, QUEUES
-from alpaca_broker.settings import load_settings
+from alpaca_broker.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,10 @@ def _malformed(task: str, args: tuple[Any, ...]) -> bool:
 class RedisCollector:
     """Gauges read from Redis at scrape time: queue depths and Redis memory."""
 
-    def __init__(self, url: str) -> None:
-        import redis
+    def __init__(self, settings: Settings) -> None:
+        from alpaca_broker.redis_client import connect  # TLS and Sentinel as every client
 
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = connect(settings, socket_timeout=2, socket_connect_timeout=2)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -157,7 +157,7 @@ def _start(**_: Any) -> None:
     os.environ[ENABLED_ENV] = "1"
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    registry.register(RedisCollector(settings.redis_url))
+    registry.register(RedisCollector(settings))
     server, thread = start_http_server(
         settings.worker_metrics_port, addr=settings.metrics_host, registry=registry
     )
