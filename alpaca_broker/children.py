@@ -1,5 +1,6 @@
 """Child processes of ``alpaca-broker demo`` and ``bench``: each in its own session, logging
-to its own file, stopped with SIGTERM and then, with whatever it left behind, SIGKILL."""
+to its own file, stopped with SIGTERM and then, with whatever it left behind, SIGKILL; and
+each child's environment holding only the secrets it needs (:func:`scoped_env`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,35 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
+
+ALPACA_CREDENTIALS: Final = (
+    "ALPACA_API_KEY",
+    "ALPACA_SECRET_KEY",
+    "APCA_API_KEY_ID",
+    "APCA_API_SECRET_KEY",
+)
+"""The Alpaca credential variables (with their aliases): the producer's alone."""
+FLOWER_LOGIN: Final = "FLOWER_BASIC_AUTH"
+"""Flower's login: Flower's alone."""
+
+
+def scoped_env(
+    env: Mapping[str, str], *, alpaca_credentials: bool = False, flower_login: bool = False
+) -> dict[str, str]:
+    """``env`` for a child that gets only the secrets it needs.
+
+    Without ``alpaca_credentials`` every credential variable is set empty rather than
+    removed: the environment wins over ``.env``, so keys in a ``.env`` of the working
+    directory stay out of that child too. Without ``flower_login`` Flower's login is left
+    out (only Flower reads it, and from its environment only).
+    """
+    scoped = dict(env)
+    if not alpaca_credentials:
+        scoped.update(dict.fromkeys(ALPACA_CREDENTIALS, ""))
+    if not flower_login:
+        scoped.pop(FLOWER_LOGIN, None)
+    return scoped
 
 
 class Children:

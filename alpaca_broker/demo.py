@@ -25,7 +25,7 @@ from typing import TextIO
 
 import redis
 
-from alpaca_broker.children import Children
+from alpaca_broker.children import Children, scoped_env
 from alpaca_broker.errors import ConfigError
 from alpaca_broker.health import collect_queues
 from alpaca_broker.keys import Keys
@@ -40,7 +40,10 @@ CLEAR_LINE = "\r\x1b[K"  # back to the line's start, erase it
 
 def _simulator(children: Children, env: dict[str, str], rate: float, speed: float) -> None:
     options = ["--port", "0", "--rate", str(rate), "--order-rate", "2", "--log-level", "WARNING"]
-    sim = launcher.launch([*options, "--clock-speed", str(speed)], env, children.log("simulator"))
+    argv = [*options, "--clock-speed", str(speed)]
+    # Any credentials, the demo's own included, whatever SIMULATOR_SECRET says elsewhere.
+    sim_env = {**scoped_env(env), "SIMULATOR_SECRET": ""}
+    sim = launcher.launch(argv, sim_env, children.log("simulator"))
     children.adopt("simulator", sim.proc)
     env.update(sim.env)
 
@@ -181,25 +184,31 @@ def _run(
     flower_port = args.flower_port or free_port()
     celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
     worker = [*celery, "worker", "--without-gossip", "--without-mingle", "-c", "1"]
+    # Each child gets only the secrets it needs: the Alpaca keys reach the producers alone,
+    # Flower's login Flower alone (alpaca_broker.children.scoped_env).
+    worker_env = scoped_env(env)
     children.start(
         "worker-prices",
         [*worker, "-Q", "prices", "-n", "prices@%h", "-P", "solo", "-l", "WARNING"],
-        env,
+        worker_env,
     )
     children.start(
-        "worker-orders", [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"], env
+        "worker-orders",
+        [*worker, "-Q", "orders", "-n", "orders@%h", "-E", "-l", "INFO"],
+        worker_env,
     )
     producer = [sys.executable, "-m", "alpaca_broker", "producer", "--streams", args.streams]
     names = ("primary", "standby") if args.standby else (settings.producer_name,)
     producers: dict[str, dict[str, str]] = {}
     for name in names:
         lease = {"PRODUCER_LEASE": "demo"} if args.standby else {}
-        producers[f"producer-{name}"] = {**env, "PRODUCER_NAME": name, **lease}
+        producer_env = scoped_env(env, alpaca_credentials=True)
+        producers[f"producer-{name}"] = {**producer_env, "PRODUCER_NAME": name, **lease}
         children.start(f"producer-{name}", producer, producers[f"producer-{name}"])
     children.start(
         "flower",
         [*celery, "flower", f"--port={flower_port}", "--address=127.0.0.1"],
-        {**env, "FLOWER_BASIC_AUTH": flower_auth},
+        scoped_env({**env, "FLOWER_BASIC_AUTH": flower_auth}, flower_login=True),
     )
     user, password = flower_auth.split(":", 1)
     login = f"{user} / {'FLOWER_BASIC_AUTH' if given_auth else password}"

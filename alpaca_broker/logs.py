@@ -15,11 +15,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.redaction import Redactor
 
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
+
+log = logging.getLogger(__name__)
 _local = threading.local()
 _default_component = "main"
 
@@ -100,7 +105,8 @@ def setup_logging(
     level: str = "INFO",
     secrets: Iterable[str] = (),
 ) -> None:
-    """Configure the root logger for this process (replaces any earlier setup)."""
+    """Configure the root logger for this process (replaces any earlier setup), and route
+    uncaught exceptions (main thread, other threads, unraisable) through it."""
     global _default_component
     _default_component = component
     set_component(component)
@@ -118,6 +124,50 @@ def setup_logging(
     # Chatty libraries: their INFO lines are per connection or per message.
     for name in ("websockets", "urllib3", "asyncio"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    _install_hooks()
+
+
+def _install_hooks() -> None:
+    """Python prints an uncaught exception's traceback to stderr itself, past every handler:
+    it goes through the redacting handler instead (a secret in an exception's message or in a
+    repr of its arguments is masked like any other line). Only over Python's own hooks: a
+    host that installed its own (a test runner, a debugger) keeps it."""
+    if sys.excepthook in (sys.__excepthook__, _log_uncaught):
+        sys.excepthook = _log_uncaught
+    if threading.excepthook in (threading.__excepthook__, _log_uncaught_in_thread):
+        threading.excepthook = _log_uncaught_in_thread
+    if sys.unraisablehook in (sys.__unraisablehook__, _log_unraisable):
+        sys.unraisablehook = _log_unraisable
+
+
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C: Python's own one line
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    log.critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if issubclass(args.exc_type, SystemExit):  # as threading's own hook: a thread's exit
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.critical(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
+
+
+def _log_unraisable(unraisable: UnraisableHookArgs) -> None:
+    value = unraisable.exc_value or unraisable.exc_type()
+    log.error(
+        "%s: %r",
+        unraisable.err_msg or "Exception ignored in",
+        unraisable.object,
+        exc_info=(unraisable.exc_type, value, unraisable.exc_traceback),
+    )
 
 
 _CONTEXT_CHARS = 300

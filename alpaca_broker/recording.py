@@ -20,13 +20,15 @@ sockets. A recording is UTF-8 JSON Lines (gzip-compressed when the name ends in 
   to do with them.
 
 A recording may hold market data, so it is created readable by its owner only (mode 0600,
-also enforced on an existing file). A writer opened on an existing recording appends to it:
-the header stays the first line, and each run's frames follow the previous run's.
+also enforced on an existing file), and never opened through a symbolic link. A writer
+opened on an existing recording appends to it: the header stays the first line, and each
+run's frames follow the previous run's.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import gzip
 import io
 import json
@@ -46,7 +48,7 @@ FILE_MODE = 0o600
 
 
 class RecordingError(ValueError):
-    """A file that is not a readable recording."""
+    """A file that is not a readable recording, or a recording that cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,21 @@ def _open(path: Path, mode: str) -> IO[str]:
 
 def _open_private(path: Path) -> tuple[IO[str], IO[bytes], bool]:
     """Open ``path`` for appending with mode 0600: the text file to write, the binary file
-    under it (gzip does not close it) and whether it was empty."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    under it (gzip does not close it) and whether it was empty.
+
+    Never through a symbolic link (``O_NOFOLLOW``): one planted at the recording's path would
+    have the producer write its market data, or append to a file of the link's choosing,
+    wherever the link points. Raises RecordingError, one line, when the file cannot be opened.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise RecordingError(
+                f"{path}: is a symbolic link; a recording is never written through one"
+            ) from None
+        raise RecordingError(f"{path}: cannot open for recording: {exc.strerror}") from None
     try:
         os.fchmod(fd, FILE_MODE)  # an existing file keeps no wider mode
         empty = os.fstat(fd).st_size == 0

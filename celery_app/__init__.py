@@ -1,8 +1,9 @@
 """The Celery app (``celery -A celery_app worker``) and nothing else.
 
 Importing this package builds nothing and reads no file: ``app`` is created on first access
-(Celery's ``-A celery_app`` asks for it), from the environment and ``.env``. A process that
-has its own settings (the producer) calls :func:`create_app` instead.
+(Celery's ``-A celery_app`` asks for it), from the environment and ``.env``, and Flower is
+locked then (:mod:`celery_app.flower`). A process that has its own settings (the producer)
+calls :func:`create_app` instead.
 """
 
 from __future__ import annotations
@@ -29,5 +30,10 @@ def __getattr__(name: str) -> Any:
         built = create_app()
     except ConfigError as exc:
         exit_on_config_error(exc)
+    # Celery's command line loads this app before it runs `flower`: Flower is locked
+    # (login required, loopback, read-only) whatever directory it starts in.
+    from celery_app.flower import lock_flower
+
+    lock_flower()
     globals()["app"] = built  # later lookups find it without this hook
     return built

@@ -12,6 +12,7 @@ from alpaca_broker.errors import ConfigError
 from alpaca_broker.heap import freeze_startup_heap
 from alpaca_broker.keys import PRICES_QUEUE
 from alpaca_broker.logs import setup_logging
+from alpaca_broker.recording import RecordingError
 from alpaca_broker.settings import exit_on_config_error, load_settings
 from producers.handover import on_lease_change
 from producers.health import Heartbeat, ProducerView
@@ -109,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings)
     # Prices on a broker of their own when CELERY_PRICES_BROKER_URL says so (docs/scaling.md).
     prices_app = create_app(settings, PRICES_QUEUE) if settings.prices_broker_apart else app
-    running = build_streams(settings, streams, app, prices_app)
+    try:
+        running = build_streams(settings, streams, app, prices_app)
+    except RecordingError as exc:  # ALPACA_RECORD_FILE cannot be written (or is a symlink)
+        exit_on_config_error(ConfigError("ALPACA_RECORD_FILE", str(exc)))
     leased = settings.producer_lease is not None
     supervisor = Supervisor(
         {name: unit for s in running for name, unit in s.units.items()},

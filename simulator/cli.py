@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (8765)")
     g.add_argument("--key", help="the only API key accepted (default: any key)")
-    g.add_argument("--secret", help="the only API secret accepted (default: any secret)")
+    g.add_argument(
+        "--secret",
+        help="the only API secret accepted (default: SIMULATOR_SECRET from the environment or "
+        ".env, which keeps it out of `ps`; else any secret)",
+    )
     g.add_argument(
         "--no-compression",
         action="store_true",
@@ -313,10 +317,24 @@ async def _report_rate(server: SimulatorServer, interval: float) -> None:
         last_count, last_time = count, now
 
 
+def _secret_from_environment() -> str | None:
+    """``SIMULATOR_SECRET`` (the settings: environment or ``.env``), or None when unset."""
+    from alpaca_broker.errors import ConfigError
+    from alpaca_broker.settings import exit_on_config_error, load_settings
+
+    try:
+        secret = load_settings().simulator_secret
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    return (secret.get_secret_value() or None) if secret is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until Ctrl-C or SIGTERM; 0 on a clean stop, 2 on bad options."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.secret is None:
+        args.secret = _secret_from_environment()
     try:
         config = config_from_args(args)
     except ValueError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from alpaca_broker.errors import MalformedMessage
 from alpaca_broker.logs import excerpt
@@ -12,6 +12,10 @@ from tasks.encoding import encode_event
 from tasks.price_events import MARKET_SOURCES
 
 NEWS_TYPE = "news"
+MAX_NEWS_EVENT_BYTES: Final = 1024 * 1024
+"""Largest news event accepted, as the JSON it is published as. An article's ``content`` is
+HTML, usually a few KB and rarely above 100 KB: an event beyond 1 MiB is malformed (counted,
+logged, skipped like any bad input), never published."""
 
 NEWS_FIELDS: tuple[tuple[str, str], ...] = (
     ("id", "id"),
@@ -109,6 +113,11 @@ def normalize_news(raw: Any, received_at_ns: Any, source: str = "stream") -> dic
 
 
 def prepare_news(raw: Any, received_at_ns: Any, source: str = "stream") -> NewsEvent:
-    """Normalize and encode one article; raises MalformedMessage."""
+    """Normalize and encode one article; raises MalformedMessage (also for an event of more
+    than MAX_NEWS_EVENT_BYTES)."""
     event = normalize_news(raw, received_at_ns, source)
-    return NewsEvent(id=str(event["id"]), updated_at_ns=event["ts_ns"], json=encode_event(event))
+    encoded = encode_event(event)
+    if len(encoded) > MAX_NEWS_EVENT_BYTES:
+        detail = f"{len(encoded)} bytes of JSON, more than {MAX_NEWS_EVENT_BYTES}"
+        raise MalformedMessage("too large", detail, {"id": event["id"]})
+    return NewsEvent(id=str(event["id"]), updated_at_ns=event["ts_ns"], json=encoded)

@@ -43,6 +43,11 @@ MAX_DECIMAL_EXPONENT: Final = 30
 every decimal, normalized for the state marker, a short string and clear of Decimal's
 Overflow/Underflow traps."""
 _DECIMAL: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,4})?\Z")
+MAX_ORDER_EVENT_BYTES: Final = 64 * 1024
+"""Largest order event accepted, as the JSON it is published as (the whole ``order`` object
+included). Alpaca's order updates are about 2-3 KB, a multi-leg order's some 10 KB: an event
+beyond this is no order update Alpaca sends, but a hand-built task (anyone who can write the
+broker can queue one): malformed, dead-lettered, never published."""
 
 ORDER_STRINGS: Final = (
     "client_order_id", "side", "order_type", "type", "order_class", "time_in_force", "status",
@@ -182,9 +187,14 @@ def state_id_of(event: dict[str, Any]) -> str:
 
 
 def prepare_order(data: Any, received_at_ns: Any, source: Any) -> OrderEvent:
-    """Normalize and encode one order event; raises MalformedMessage."""
+    """Normalize and encode one order event; raises MalformedMessage (also for an event of
+    more than MAX_ORDER_EVENT_BYTES)."""
     event = normalize_order(data, received_at_ns, source)
     encoded = encode_event(event)
+    if len(encoded) > MAX_ORDER_EVENT_BYTES:
+        detail = f"{len(encoded)} bytes of JSON, more than {MAX_ORDER_EVENT_BYTES}"
+        summary = {"order_id": event["order_id"], "event": event["event"]}
+        raise MalformedMessage("order: too large", detail, summary)
     fields = tuple((field, hash_value(event[key])) for field, key in ORDER_HASH_FROM_EVENT)
     return OrderEvent(
         order_id=event["order_id"],

@@ -30,6 +30,11 @@ MARKET_SOURCES: Final = frozenset({"stream", "backfill"})
 """``source`` of a market-data event: read off the socket, or fetched after a gap."""
 
 DEFAULT_SOURCE: Final = "stream"
+MAX_SYMBOL_CHARS: Final = 64
+"""Longest symbol accepted (an OCC option symbol has 21 characters): it names Redis keys."""
+MAX_PRICE_EVENT_BYTES: Final = 256 * 1024
+"""Largest market-data event accepted, as the JSON it is published as (a crypto order-book
+snapshot is the largest Alpaca sends, some KB): beyond it the message is malformed."""
 
 TAIL_FIELDS: Final[tuple[str, ...]] = ("asset_class", "source")
 """The last keys of every market-data event, after its type's own fields."""
@@ -178,7 +183,7 @@ def _normalize(
         missing = sorted(key for key in kind.required if raw.get(key) is None)
         raise MalformedMessage("missing keys", f"T={code} lacks {missing}", raw)
     symbol = raw["S"]
-    if type(symbol) is not str or not symbol:
+    if type(symbol) is not str or not symbol or len(symbol) > MAX_SYMBOL_CHARS:
         raise MalformedMessage("bad symbol", f"S={excerpt(symbol, 40)}", raw)
     ts_ns, timestamp, received_at = event_times(raw["t"], received_at_ns, raw)
     built = kind.build(raw) if kind.build is not None else None
@@ -214,14 +219,19 @@ def shape_event(
 
 
 def encoded(kind: MessageKind, event: dict[str, Any], received_at_ns: int) -> PriceEvent:
-    """``event`` encoded, with what publishing needs; raises MalformedMessage (NaN)."""
+    """``event`` encoded, with what publishing needs; raises MalformedMessage (NaN, or more
+    than MAX_PRICE_EVENT_BYTES)."""
+    data = encode_event(event)
+    if len(data) > MAX_PRICE_EVENT_BYTES:
+        detail = f"{len(data)} bytes of JSON, more than {MAX_PRICE_EVENT_BYTES}"
+        raise MalformedMessage("too large", detail, {"symbol": event["symbol"][:40]})
     return PriceEvent(  # positional: a keyword NamedTuple call costs more, once per event
         event["symbol"],
         kind.type,
         event["ts_ns"],
         received_at_ns,
         event["received_at"],
-        encode_event(event),
+        data,
         kind.latest,
     )
 

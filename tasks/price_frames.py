@@ -33,6 +33,7 @@ from tasks.price_events import (
     DEFAULT_FAMILY,
     DEFAULT_SOURCE,
     FAMILIES,
+    MAX_SYMBOL_CHARS,
     Family,
     MessageKind,
     PriceEvent,
@@ -47,7 +48,7 @@ _Value = _Scalar | list[_Scalar] | dict[str, _Scalar]
 """A copied value the fast path takes; anything deeper or stranger goes the slow way."""
 _Present = int | float | str | bool | list[_Scalar] | dict[str, _Scalar]
 """A required key's value: as :data:`_Value`, but never null (null counts as missing)."""
-_Symbol = Annotated[str, msgspec.Meta(min_length=1)]
+_Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SYMBOL_CHARS)]
 
 Shape = tuple[MessageKind, Callable[[Any], tuple[Any, ...]]]
 """A message struct's kind and a getter of its copied values, in event order."""

@@ -25,6 +25,10 @@ from tasks.scripts import ORDER_SOURCE, PRICES_SOURCE, register
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_PAYLOAD_CHARS = 64 * 1024
+"""Most of a task's arguments a dead letter keeps: a task too large to publish (an 8 MB
+hand-built order) is not stored whole in ``P:orders:dead`` either."""
+
 
 class OrderResult(NamedTuple):
     """What one order event did: ``new`` (published) and ``state_updated`` (hash changed)."""
@@ -156,8 +160,11 @@ class Publisher:
     def dead_letter(self, task: str, reason: str, payload: Any) -> None:
         """Record work that can never be published in ``P:orders:dead`` (never trimmed: an
         operator reads, fixes and deletes it; ``health`` is unhealthy while it is there).
-        ``payload`` is the task's arguments, as JSON; Redis errors propagate."""
+        ``payload`` is the task's arguments, as JSON, at most DEAD_LETTER_PAYLOAD_CHARS of
+        it (an oversized task keeps its head); Redis errors propagate."""
         body = json.dumps(payload, default=repr, ensure_ascii=False)
+        if len(body) > DEAD_LETTER_PAYLOAD_CHARS:
+            body = f"{body[:DEAD_LETTER_PAYLOAD_CHARS]}...({len(body)} characters in all)"
         fields = {"task": task, "reason": reason[:2000], "payload": body, "at_ns": time.time_ns()}
         self._client.xadd(self._keys.orders_dead_letter, fields)
 

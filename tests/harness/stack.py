@@ -160,7 +160,7 @@ class OpsStack:
         return service
 
     def start_flower(self, port: int, **env: str) -> ServiceProcess:
-        """Flower (its compose command, on loopback by flowerconfig.py) on ``port``."""
+        """Flower (its compose command; the Celery app keeps it on loopback) on ``port``."""
         argv = local_argv(command(self.compose, "flower"))
         settings = self.service_settings("flower", **env)
         flower_env = service_env(self.redis_url, **{**settings, "FLOWER_PORT": str(port), **env})

@@ -13,16 +13,24 @@ import copy
 import importlib
 import importlib.resources
 import json
+import os
 import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import psutil
 import pytest
+import redis
 
+from alpaca_broker.redis_server import free_port, server_binary
 from alpaca_broker.settings import Settings
-from tests.harness.compose import local_argv, run_healthcheck
+from tests.harness.compose import environment, interpolate, local_argv, run_healthcheck
 from tests.harness.stack import OpsStack
+from tests.harness.wait import wait_until
 from tests.harness.workers import REPO
 
 SCHEMA = json.loads(
@@ -32,8 +40,10 @@ SCHEMA = json.loads(
 )
 VALIDATOR = jsonschema.validators.validator_for(SCHEMA)
 
+REDIS_PASSWORD = "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env (letters and digits)}"
 REDIS = (
     "redis-server",
+    "--requirepass", REDIS_PASSWORD,
     "--appendonly", "yes",
     "--appendfsync", "everysec",
     "--maxmemory", "1gb",
@@ -49,6 +59,7 @@ ORDERS_WORKER = (
 )  # fmt: skip
 REPLICA = (
     "redis-server", "--replicaof", "redis", "6379", "--replica-announce-ip", "redis-replica",
+    "--masterauth", REDIS_PASSWORD, "--requirepass", REDIS_PASSWORD,
     "--appendonly", "yes", "--appendfsync", "everysec",
     "--maxmemory", "1gb", "--maxmemory-policy", "noeviction",
 )  # fmt: skip
@@ -57,6 +68,7 @@ SENTINEL = (
     "printf 'port 26379\\nsentinel resolve-hostnames yes\\nsentinel announce-hostnames yes\\n"
     "sentinel monitor mymaster redis 6379 2\\nsentinel down-after-milliseconds mymaster 5000\\n"
     "sentinel failover-timeout mymaster 30000\\n' > /tmp/sentinel.conf "
+    "&& printf 'sentinel auth-pass mymaster %s\\n' \"$$REDIS_PASSWORD\" >> /tmp/sentinel.conf "
     "&& exec redis-sentinel /tmp/sentinel.conf",
 )  # fmt: skip
 SENTINEL_TEST = (
@@ -180,9 +192,136 @@ def test_every_service_command_is_one_the_suite_runs_for_real(
 def test_redis_runs_with_the_compose_settings(stack: OpsStack, compose: dict[str, Any]) -> None:
     options = compose["services"]["redis"]["command"][1:]
     pairs = dict(zip(options[::2], options[1::2], strict=True))
+    del pairs["--requirepass"]  # the stack's Redis has none: see the test below
     for option, value in pairs.items():
         name = option.removeprefix("--")
         assert stack.client.config_get(name) == {name: _config_value(value)}
+
+
+REDIS_TEST_PASSWORD = "Compose0Redis0Password0For0Tests"
+
+
+@pytest.fixture
+def compose_redis(compose: dict[str, Any], tmp_path: Path) -> Iterator[int]:
+    """redis-server with the compose command's options, REDIS_PASSWORD interpolated; its port."""
+    values = {"REDIS_PASSWORD": REDIS_TEST_PASSWORD}
+    options = [interpolate(str(o), values) for o in compose["services"]["redis"]["command"][1:]]
+    port = free_port()
+    argv = [server_binary(), *options, "--port", str(port), "--bind", "127.0.0.1"]
+    proc = subprocess.Popen([*argv, "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port), 10, message="the compose Redis up")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        redis.Redis(port=port, socket_timeout=1).ping()
+    except redis.AuthenticationError:
+        return True  # up, and asking for the password
+    except redis.ConnectionError:
+        return False
+    return True
+
+
+def test_the_compose_redis_refuses_clients_without_its_password(
+    compose: dict[str, Any], compose_redis: int, tmp_path: Path
+) -> None:
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=compose_redis, socket_timeout=1).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=compose_redis, password="wrong", socket_timeout=1).ping()
+    # Every application service's REDIS_URL carries the password, and gets in.
+    for name, service in compose["services"].items():
+        url = service.get("environment", {}).get("REDIS_URL")
+        if url is None:
+            continue
+        local = interpolate(url, {"REDIS_PASSWORD": REDIS_TEST_PASSWORD})
+        local = local.replace("@redis:6379/", f"@127.0.0.1:{compose_redis}/")
+        assert redis.Redis.from_url(local, socket_timeout=1).ping(), name
+    # The compose healthcheck, as written, with the service's environment: healthy only with
+    # the password (redis-cli exits 0 even on NOAUTH; the check looks for PONG).
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.skip("no redis-cli (Debian's redis-tools) on this machine")
+    shim = tmp_path / "bin" / "redis-cli"  # the container's redis-cli, on the test's port
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec {cli} -p {compose_redis} "$@"\n')
+    shim.chmod(0o755)
+    path = f"{shim.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = environment(compose, "redis", {"REDIS_PASSWORD": REDIS_TEST_PASSWORD})
+    assert run_healthcheck(compose, "redis", {**env, "PATH": path}).returncode == 0
+    wrong = {**env, "REDISCLI_AUTH": "wrong", "PATH": path}
+    assert run_healthcheck(compose, "redis", wrong).returncode != 0
+
+
+def test_compose_requires_every_secret_and_gives_redis_its_password_everywhere(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    required = {
+        name: re.findall(r"\$\{([A-Z_]+):\?[^}]+\}", json.dumps(service))
+        for name, service in services.items()
+    }
+    assert set(required["redis"]) == {"REDIS_PASSWORD"}
+    assert set(required["flower"]) == {"FLOWER_BASIC_AUTH"}
+    assert set(required["grafana"]) == {"GRAFANA_ADMIN_PASSWORD"}
+    for name in ("redis-replica", "redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3"):
+        assert set(required[name]) == {"REDIS_PASSWORD"}, name
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--masterauth") + 1] == REDIS_PASSWORD
+    assert replica[replica.index("--requirepass") + 1] == REDIS_PASSWORD
+    assert "sentinel auth-pass mymaster" in services["redis-sentinel-1"]["command"][2]
+    # No secret is written into the file itself, and none has a default.
+    text = (REPO / "docker-compose.yml").read_text()
+    for secret in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"):
+        assert not re.search(rf"\$\{{{secret}:?-", text), secret
+
+
+# Services that reach Redis: the pipeline's own. Prometheus, Grafana and the simulator never.
+PIPELINE = {"producer", "producer-standby", "producer-demo", "worker-prices", "worker-orders",
+            "flower", "redis", "redis-replica", "redis-sentinel-1", "redis-sentinel-2",
+            "redis-sentinel-3"}  # fmt: skip
+
+
+def test_compose_keeps_redis_on_an_internal_network_of_the_pipeline_alone(
+    compose: dict[str, Any],
+) -> None:
+    networks = {n: set(s.get("networks", ["default"])) for n, s in compose["services"].items()}
+    assert compose["networks"]["redis"] == {"internal": True}
+    assert compose["networks"]["metrics"] == {"internal": True}
+    assert {n for n, nets in networks.items() if "redis" in nets} == PIPELINE
+    for name in ("redis", "redis-replica", "redis-sentinel-1"):
+        assert networks[name] == {"redis"}, name
+    # Prometheus reaches what it scrapes (monitoring/prometheus.yml) on `metrics`, and only that.
+    scraped = {"producer", "producer-standby", "producer-demo", "worker-prices", "worker-orders"}
+    assert {n for n, nets in networks.items() if "metrics" in nets} == scraped | {"prometheus"}
+    # The workers have no way out; what is published or reaches out is on `default` too.
+    for worker in ("worker-prices", "worker-orders"):
+        assert networks[worker] == {"redis", "metrics"}, worker
+    for name, service in compose["services"].items():
+        if "ports" in service:
+            assert "default" in networks[name], name
+    assert "default" in networks["producer"]  # Alpaca, on the internet
+    assert networks["simulator"] == networks["grafana"] == {"default"}
+
+
+def test_grafana_requires_its_admin_password_has_no_anonymous_access_and_a_current_image(
+    compose: dict[str, Any],
+) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?.+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    found = re.fullmatch(r"grafana/grafana:(\d+)\.(\d+)\.(\d+)", grafana["image"])
+    assert found, grafana["image"]  # an exact version, no floating tag
+    assert int(found.group(1)) >= 12, grafana["image"]
 
 
 def _config_value(value: str) -> str:
@@ -256,7 +395,8 @@ def test_compose_deploys_redis_private_and_persistent(compose: dict[str, Any]) -
     assert "redis-data" in compose["volumes"]
     for name, service in compose["services"].items():
         if name not in NOT_APP_SERVICES and not name.startswith("redis-"):
-            assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0", name
+            url = service["environment"]["REDIS_URL"]
+            assert url == "redis://:${REDIS_PASSWORD}@redis:6379/0", name
             assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
 
 
@@ -357,12 +497,15 @@ def test_dockerfile_builds_a_slim_non_root_image_without_test_extras() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
     assert stages
-    assert all(s == "python:3.11-slim" for s in stages)
+    assert all(s.startswith("python:3.11.") and "-slim" in s for s in stages)  # test_lock.py
     final = dockerfile.rsplit("\nFROM ", 1)[1]
     assert re.search(r"^USER (?!root\b)\w+", final, flags=re.MULTILINE)
     assert "pip install" in final
     assert "[test]" not in dockerfile
-    assert "COPY flowerconfig.py" in final  # Flower loads it from the working directory
+    # Flower's lock is in the package (celery_app/flower.py), not a file of the working
+    # directory.
+    assert "flowerconfig" not in dockerfile
+    assert not (REPO / "flowerconfig.py").exists()
     ignored = (REPO / ".dockerignore").read_text().splitlines()
     assert ".env" in ignored  # secrets stay out of the build context
     assert "tests/" in ignored

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,72 @@ def test_url_passwords_are_masked_whatever_their_length_or_encoding() -> None:
     redact = Redactor([REDIS_PASSWORD, REDIS_URL_PASSWORD])
     line = redact(f"redis://:{REDIS_URL_PASSWORD}@h:6379/0 and raw {REDIS_PASSWORD}")
     assert line == "redis://:***@h:6379/0 and raw ***"
-    # A password too short to be replaced everywhere is still masked where a URL holds it.
-    assert Redactor(["pw"])("rediss://user:pw@h/0 a pw b") == "rediss://user:***@h/0 a pw b"
+    # A password too short to be replaced everywhere is masked where a URL holds it...
+    assert Redactor(["pw"])("rediss://user:pw@h/0") == "rediss://user:***@h/0"
     assert Redactor([])("amqp://u:x@h") == "amqp://u:***@h"  # unknown, yet a URL password
 
 
-def test_short_secrets_are_not_replaced_in_ordinary_text() -> None:
-    # Replacing "ab" everywhere would blank out unrelated words: a short secret is masked
-    # only in a URL's password position (above), and the Alpaca credentials are refused.
-    assert Redactor(["ab"])("about a table") == "about a table"
-    assert Redactor(["abcd"])("xabcdx") == "x***x"
+def test_a_short_secret_is_replaced_where_it_stands_alone_not_inside_words() -> None:
+    # Replacing "ab" everywhere would blank out unrelated words; standing alone (no letter,
+    # digit or _ next to it) it is replaced, in each of its forms.
+    redact = Redactor(["ab"])
+    assert redact("about a table") == "about a table"
+    assert redact("password ab, 'ab' \"ab\" (ab) ab=1 x_ab ab2") == (
+        "password ***, '***' \"***\" (***) ***=1 x_ab ab2"
+    )
+    assert Redactor(["pw"])("rediss://user:pw@h/0 a pw b") == "rediss://user:***@h/0 a *** b"
+    assert Redactor(["é!"])("it is é! and %C3%A9%21 and \\u00e9!") == ("it is *** and *** and ***")
+    assert Redactor(["abcd"])("xabcdx") == "x***x"  # 4 characters and more: everywhere
+    assert Redactor(["x"])("max 1 x 2") == "max 1 *** 2"
+    assert Redactor([""])("nothing to hide") == "nothing to hide"
+
+
+# --- uncaught exceptions -----------------------------------------------------------------
+
+UNCAUGHT = """
+import sys, threading
+from alpaca_broker.logs import setup_logging
+setup_logging("producer", fmt=sys.argv[1], secrets=[sys.argv[2]])
+secret = sys.argv[2]
+
+def leak():
+    raise RuntimeError(f"thread leaked {secret!r} and {dict(password=secret)}")
+
+class Leaky:
+    def __del__(self):
+        raise RuntimeError(f"unraisable leaked {secret}")
+
+thread = threading.Thread(target=leak, name="leaky")
+thread.start()
+thread.join()
+Leaky()  # its __del__ raises at once: "Exception ignored in ..."
+raise ValueError("main leaked", secret, {"secret": secret})
+"""
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_uncaught_and_unraisable_exceptions_of_every_thread_go_through_the_redactor(
+    fmt: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT, fmt, SECRET],
+        cwd=tmp_path,
+        env=service_env("redis://127.0.0.1:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1  # still Python's exit code for an uncaught exception
+    assert leaks(done.stderr) == []
+    assert "uncaught exception in thread leaky" in done.stderr
+    assert "RuntimeError: thread leaked" in done.stderr  # the tracebacks are still there
+    assert "ValueError: ('main leaked'" in done.stderr
+    assert "RuntimeError: unraisable leaked ***" in done.stderr
+    assert done.stderr.count(MASK) >= 5
+    if fmt == "json":
+        docs = [json.loads(line) for line in done.stderr.splitlines()]
+        assert [d["level"] for d in docs] == ["CRITICAL", "ERROR", "CRITICAL"]
 
 
 def test_secret_values_hold_url_passwords_encoded_and_decoded() -> None:
