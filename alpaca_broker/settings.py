@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(10.0, validation_alias=_env("SHUTDOWN_TIMEOUT"), gt=0)
     visibility_timeout: int = Field(20, validation_alias=_env("CELERY_VISIBILITY_TIMEOUT"), ge=2)
     price_batch_size: int = Field(1000, validation_alias=_env("PRICE_BATCH_SIZE"), ge=1, le=5000)
-    price_batch_ms: float = Field(20.0, validation_alias=_env("PRICE_BATCH_MS"), gt=0)
+    price_batch_ms: float = Field(0.0, validation_alias=_env("PRICE_BATCH_MS"), ge=0, le=10_000)
     price_buffer_size: int = Field(100_000, validation_alias=_env("PRICE_BUFFER_SIZE"), ge=1000)
     data_timeout: float = Field(120.0, validation_alias=_env("ALPACA_DATA_TIMEOUT"), ge=0)
     connection_limit_wait: float = Field(

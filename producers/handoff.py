@@ -116,9 +116,10 @@ LOG_EVERY = 30.0
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
-    """Flush when ``max_events`` are collected or ``max_delay`` seconds after the first one;
-    when more than that waits already, take up to ``max_tasks`` tasks' worth at once (the
-    sender splits them into tasks of ``max_events`` and queues them in one round trip)."""
+    """What one send takes: whatever has arrived, up to ``max_events``; when more than that
+    waits already, up to ``max_tasks`` tasks' worth at once (the sender splits them into
+    tasks of ``max_events`` and queues them in one round trip). ``max_delay`` > 0 (seconds):
+    fixed batches instead, each waiting up to that long after its first event to fill."""
 
     max_events: int
     max_delay: float
@@ -196,16 +197,22 @@ class Handoff(ProducerUnit, Generic[T]):
         return {"buffered": len(self._buffer) + sum(map(weight, self._pending))}
 
     def _collect(self) -> list[T]:
+        """The next batch. Adaptive by default (``max_delay`` 0): what arrived while the last
+        send was under way goes out at once, however little, so a lone event never waits on a
+        timer and a busy stream's batches grow with the load (the sender never idles while
+        events wait; batching what queued during a send, as LMAX's batching or Kafka's sender).
+        """
         limit = self._policy.max_events
         batch = self._buffer.take(limit)
         count = sum(map(weight, batch))
-        if count >= limit and self._policy.max_tasks > 1:  # a backlog: no linger, more tasks
+        if count >= limit and self._policy.max_tasks > 1:  # a backlog: more tasks at once
             batch += self._buffer.take(limit * (self._policy.max_tasks - 1))
             return batch
         deadline = time.monotonic() + self._policy.max_delay
-        while count < limit and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._buffer.wait(remaining):
+        while (
+            keep_collecting(count, limit, deadline - time.monotonic()) and not self._stop.is_set()
+        ):
+            if not self._buffer.wait(deadline - time.monotonic()):
                 break
             more = self._buffer.take(limit - count)
             batch.extend(more)
@@ -256,6 +263,13 @@ class Handoff(ProducerUnit, Generic[T]):
                 held,
                 exc_info=first,
             )
+
+
+def keep_collecting(count: int, limit: int, remaining: float) -> bool:
+    """Whether a batch of ``count`` events waits for more before it is sent: only while it is
+    short of ``limit`` and its fixed-batch time (``remaining`` seconds) is not over. With the
+    adaptive default (no fixed-batch time) never: it goes now."""
+    return count < limit and remaining > 0
 
 
 def to_wire(msg: dict[str, Any], keys: tuple[str, ...] = ("t",)) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import websockets.exceptions
 from producers.buffer import EventBuffer, Message
 from producers.connection import classify
 from producers.frames import Frame
-from producers.handoff import BatchPolicy, Handoff, split, to_wire
+from producers.handoff import BatchPolicy, Handoff, keep_collecting, split, to_wire
 from producers.health import StreamStatus
 from producers.order_diff import missed_event
 from tests.harness.wait import wait_until
@@ -124,6 +124,75 @@ def test_handoff_takes_a_waiting_backlog_as_several_tasks_without_lingering() ->
     assert batches[0] == list(range(30))
     handoff.stop()
     thread.join(2)
+
+
+@pytest.mark.parametrize(
+    ("count", "remaining", "wait"),
+    [
+        (1, 0.0, False),  # idle, adaptive: a lone event goes at once
+        (40, 0.0, False),  # moderate: what queued during the last send goes at once
+        (1000, 0.0, False),  # saturating: a full batch goes
+        (1000, 0.02, False),  # a full fixed batch goes before its time is up
+        (40, 0.02, True),  # PRICE_BATCH_MS set: a short fixed batch waits for more
+        (40, -0.001, False),  # ... until its time is up
+    ],
+)
+def test_a_batch_waits_for_more_only_when_fixed_batches_were_asked_for(count, remaining, wait):
+    assert keep_collecting(count, 1000, remaining) is wait
+
+
+def _adaptive_handoff(limit: int = 1000, max_tasks: int = 8):
+    """A running price hand-off with the default (adaptive) policy, whose sends block until
+    the test releases them: ``(buffer, batches, release, stop)``."""
+    status = StreamStatus("prices")
+    buffer: EventBuffer[int] = EventBuffer(status, maxlen=100_000)
+    batches: list[list[int]] = []
+    release = threading.Semaphore(0)
+
+    def send(batch: list[int]) -> None:
+        batches.append(list(batch))
+        release.acquire()  # the send is "under way" until the test lets it finish
+
+    handoff = Handoff("prices.handoff", buffer, status, send, BatchPolicy(limit, 0, max_tasks))
+    thread = threading.Thread(target=handoff.run, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        handoff.stop()
+        for _ in range(10):
+            release.release()
+        thread.join(2)
+
+    return buffer, batches, release, stop
+
+
+def test_adaptive_handoff_sends_a_lone_event_at_once_and_batches_what_arrives_meanwhile():
+    buffer, batches, release, stop = _adaptive_handoff()
+    try:
+        buffer.put(0)  # idle: nothing in flight, it goes alone, with no timer to wait out
+        wait_until(lambda: batches == [[0]], 5)
+        for i in range(1, 41):  # a moderate rate: these arrive while that send is under way
+            buffer.put(i)
+        release.release()
+        wait_until(lambda: len(batches) == 2, 5)
+        assert batches[1] == list(range(1, 41))
+        release.release()
+    finally:
+        stop()
+
+
+def test_adaptive_handoff_under_saturation_sends_full_tasks_several_at_a_time():
+    buffer, batches, release, stop = _adaptive_handoff(limit=10, max_tasks=3)
+    try:
+        buffer.put(0)
+        wait_until(lambda: len(batches) == 1, 5)
+        for i in range(1, 101):  # a backlog builds while the first send is under way
+            buffer.put(i)
+        release.release()
+        wait_until(lambda: len(batches) == 2, 5)
+        assert batches[1] == list(range(1, 31))  # three tasks' worth in one send
+    finally:
+        stop()
 
 
 def test_split_cuts_a_backlog_into_tasks_within_the_limit_and_never_cuts_a_frame() -> None:
