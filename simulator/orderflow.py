@@ -1,5 +1,8 @@
 """Synthetic order flow: orders started at a rate, each running a random lifecycle
-(new -> partial_fill -> fill, fill, cancel, replace, reject, expire) on the order book."""
+(new -> partial_fill -> fill, fill, cancel, replace, reject, expire) on the order book.
+
+``done_for_day`` (new -> partial_fill -> done_for_day -> fill: the rest filled the next
+session) is not drawn at random; a caller asks for it by name (the chaos suite does)."""
 
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ class OrderFlow:
         names = [name for name, _ in SCENARIOS]
         scenario = scenario or rng.choices(names, weights=[w for _, w in SCENARIOS])[0]
         symbol = rng.choice(self._symbols)
-        qty = str(rng.choice((1, 5, 10, 25, 100)) * (2 if scenario == "partial_fill" else 1))
+        halves = scenario in ("partial_fill", "done_for_day")
+        qty = str(rng.choice((1, 5, 10, 25, 100)) * (2 if halves else 1))
         side = rng.choice(("buy", "sell"))
         book = self._book
         try:
@@ -86,7 +90,9 @@ class OrderFlow:
                 await self._pause()
                 book.reject(order["id"])
                 return
-            limit = scenario in ("cancel", "replace", "expire") or rng.random() < 0.3
+            limit = (
+                scenario in ("cancel", "replace", "expire", "done_for_day") or rng.random() < 0.3
+            )
             kind = {"order_type": "limit", "limit_price": f"{rng.uniform(20, 500):.2f}"}
             order = book.submit(symbol, qty=qty, side=side, **(kind if limit else {}))
             await self._pause()
@@ -104,5 +110,11 @@ class OrderFlow:
                 new = book.replace(order["id"], qty=str(int(qty) + 1))
                 await self._pause()
                 book.fill(new["id"])
+            elif scenario == "done_for_day":
+                book.fill(order["id"], qty=str(int(qty) // 2))
+                await self._pause()
+                book.done_for_day(order["id"])
+                await self._pause()
+                book.fill(order["id"])
         except OrderError as exc:  # a test (or replay) moved the order on first
             log.debug("order lifecycle %s ended early: %s", scenario, exc)
