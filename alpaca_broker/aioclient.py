@@ -3,6 +3,7 @@
 >>> client = AsyncBrokerClient.from_url("redis://localhost:6379/0")
 >>> async for item in client.market_events(["SPY"]):
 ...     ...  # a typed event, or a Gap where the subscription was lost and made again
+>>> await client.subscribe("prices", ["NVDA"])  # the producer subscribes it within 2 s
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -29,6 +30,17 @@ from alpaca_broker.client import (
     parse,
 )
 from alpaca_broker.events import BarEvent, Event, MarketEvent, NewsEvent, OrderUpdateEvent
+from alpaca_broker.universe import (
+    Change,
+    apply_change_async,
+    current,
+    normalize,
+    own_variable,
+    producer_docs_async,
+    read_async,
+    report,
+    reset_async,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,39 @@ class AsyncBrokerClient(ClientBase[aioredis.Redis]):
         low, high = bar_range(start, end)
         rows = await self.redis.zrange(self.keys.bars(symbol), low, high, byscore=True)
         return [parse(raw) for raw in rows]  # type: ignore[misc]
+
+    async def subscribe(
+        self, stream: str, symbols: Iterable[str], *, start_from: Iterable[str] | None = None
+    ) -> Change:
+        """Add ``symbols`` to ``stream``'s universe (``BrokerClient.subscribe``)."""
+        return await self._change("subscribe", stream, symbols, start_from)
+
+    async def unsubscribe(
+        self, stream: str, symbols: Iterable[str], *, start_from: Iterable[str] | None = None
+    ) -> Change:
+        """Remove ``symbols`` from ``stream``'s universe (``BrokerClient.unsubscribe``)."""
+        return await self._change("unsubscribe", stream, symbols, start_from)
+
+    async def subscriptions(self, stream: str) -> dict[str, Any]:
+        """``stream``'s universe and what Alpaca confirmed (``BrokerClient.subscriptions``)."""
+        held = await read_async(self.redis, self.keys, stream)
+        universe = current(held, stream, own_variable(stream))
+        return report(universe, await producer_docs_async(self.redis, self.keys), self.keys)
+
+    async def reset_subscriptions(self, stream: str) -> int:
+        """Return ``stream`` to its symbols variable; returns the deleted set's size."""
+        return await reset_async(self.redis, self.keys, stream)
+
+    async def _change(
+        self,
+        action: Literal["subscribe", "unsubscribe"],
+        stream: str,
+        symbols: Iterable[str],
+        start_from: Iterable[str] | None,
+    ) -> Change:
+        names = normalize(stream, symbols)
+        fallback = tuple(start_from) if start_from is not None else own_variable(stream)
+        return await apply_change_async(self.redis, self.keys, stream, action, names, fallback)
 
     async def market_events(
         self, symbols: Iterable[str] | None = None, *, poll: float = 1.0

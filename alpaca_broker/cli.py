@@ -19,6 +19,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "print live events from Redis: tail prices [SYMBOL] | orders",
     ),
     "bars": ("alpaca_broker.bars:main", "print a symbol's minute bars: bars SYMBOL [--since 1h]"),
+    "subscribe": (
+        "alpaca_broker.subscriptions:subscribe_main",
+        "add symbols to a stream's universe at run time: subscribe STREAM SYMBOL...",
+    ),
+    "unsubscribe": (
+        "alpaca_broker.subscriptions:unsubscribe_main",
+        "remove symbols from a stream's universe: unsubscribe STREAM SYMBOL...",
+    ),
+    "subscriptions": (
+        "alpaca_broker.subscriptions:subscriptions_main",
+        "print each stream's universe and what Alpaca confirmed: subscriptions [STREAM] [--reset]",
+    ),
 }
 
 

@@ -6,6 +6,9 @@
 ...     if isinstance(item, Gap): ...  # Redis dropped us: events were missed
 ...     else: print(item["type"], item["symbol"])
 
+``client.subscribe("prices", ["NVDA"])`` changes a stream's universe at run time, as
+``alpaca-broker subscribe`` does (``alpaca_broker.universe``).
+
 Live channels (``P:prices:*``, ``P:news``) are resubscribed by themselves after Redis drops
 the connection (a slow subscriber is disconnected at its output-buffer limit) and a
 :class:`Gap` is yielded in the events' place. Streams (``P:orders:events``,
@@ -20,13 +23,24 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import redis
 
 from alpaca_broker.events import BarEvent, Event, MarketEvent, NewsEvent, OrderUpdateEvent
 from alpaca_broker.events import parse_event as _parse
 from alpaca_broker.keys import Keys
+from alpaca_broker.universe import (
+    Change,
+    apply_change,
+    current,
+    normalize,
+    own_variable,
+    producer_docs,
+    read,
+    report,
+    reset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +196,45 @@ class BrokerClient(ClientBase[redis.Redis]):
         low, high = bar_range(start, end)
         rows = self.redis.zrange(self.keys.bars(symbol), low, high, byscore=True)
         return [parse(raw) for raw in rows]  # type: ignore[misc]
+
+    def subscribe(
+        self, stream: str, symbols: Iterable[str], *, start_from: Iterable[str] | None = None
+    ) -> Change:
+        """Add ``symbols`` to market-data ``stream``'s universe (``prices``, ``crypto``,
+        ``options``, ``news``): the active producer subscribes them on its open connection
+        within 2 seconds. The first change starts ``P:universe:{STREAM}`` from the symbols
+        variable the producer published, else ``start_from``, else this process's settings.
+        Raises ValueError (``BadSymbol``, ``UnknownStream``) before anything reaches Redis."""
+        return self._change("subscribe", stream, symbols, start_from)
+
+    def unsubscribe(
+        self, stream: str, symbols: Iterable[str], *, start_from: Iterable[str] | None = None
+    ) -> Change:
+        """Remove ``symbols`` from ``stream``'s universe (as :meth:`subscribe`)."""
+        return self._change("unsubscribe", stream, symbols, start_from)
+
+    def subscriptions(self, stream: str) -> dict[str, Any]:
+        """``stream``'s universe (``symbols``, ``source``: ``set`` or ``variable``) and, per
+        active producer, what Alpaca confirmed, what is missing and every refusal (Alpaca's
+        ``code`` and ``msg``): ``alpaca-broker subscriptions STREAM --json``."""
+        held = read(self.redis, self.keys, stream)
+        universe = current(held, stream, own_variable(stream))
+        return report(universe, producer_docs(self.redis, self.keys), self.keys)
+
+    def reset_subscriptions(self, stream: str) -> int:
+        """Return ``stream`` to its symbols variable (the set is deleted); returns its size."""
+        return reset(self.redis, self.keys, stream)
+
+    def _change(
+        self,
+        action: Literal["subscribe", "unsubscribe"],
+        stream: str,
+        symbols: Iterable[str],
+        start_from: Iterable[str] | None,
+    ) -> Change:
+        names = normalize(stream, symbols)
+        fallback = tuple(start_from) if start_from is not None else own_variable(stream)
+        return apply_change(self.redis, self.keys, stream, action, names, fallback)
 
     def market_events(
         self, symbols: Iterable[str] | None = None, *, poll: float = 1.0

@@ -15,6 +15,17 @@ import msgspec
 CONTROL_TYPES = frozenset({"success", "subscription", "error"})
 
 
+def control_error(msg: Mapping[str, Any]) -> tuple[int | None, str]:
+    """An ``error`` control message's code and text, as Alpaca sends them
+    (``{"T": "error", "code": 405, "msg": "symbol limit exceeded"}``); a code that is not an
+    integer is None (pure)."""
+    code = msg.get("code")
+    number = code if isinstance(code, int) and not isinstance(code, bool) else None
+    if number is None and isinstance(code, str) and code.isdigit():
+        number = int(code)
+    return number, str(msg.get("msg", ""))
+
+
 @dataclass(slots=True)
 class ParsedFrame:
     """A frame's well-formed market messages, its control messages, and what was skipped."""

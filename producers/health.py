@@ -52,6 +52,9 @@ class StreamStatus:
     buffered: Callable[[], int] = lambda: 0
     details: Callable[[], dict[str, Any]] = dict
     """More of the stream's state (its bar backfills), merged into its snapshot."""
+    subscriptions: Callable[[], dict[str, Any] | None] = lambda: None
+    """A market-data stream's universe: desired versus what Alpaca confirmed, the messages
+    in flight and the refusals (``producers.universe``), shown as ``subscriptions``."""
 
     def set_state(self, state: StreamState) -> None:
         """Move to ``state`` and log the transition once."""
@@ -72,6 +75,7 @@ class StreamStatus:
             "malformed": self.malformed,
             "buffered": self.buffered(),
             **self.details(),
+            **({"subscriptions": subs} if (subs := self.subscriptions()) is not None else {}),
         }
 
 

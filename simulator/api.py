@@ -25,7 +25,7 @@ from simulator import faults
 from simulator.barsapi import BarsRequest
 from simulator.codec import Frame, Message
 from simulator.config import DATA_FEEDS, SimulatorConfig
-from simulator.kinds import env_lines
+from simulator.kinds import PATH_OF_ENDPOINT, env_lines
 from simulator.orderbook import OrderBook
 from simulator.server import SimulatorServer
 
@@ -129,10 +129,11 @@ class Simulator:
         return self.config.host
 
     def data_url_for(self, feed: str) -> str:
-        """The market data stream URL for ``feed`` (``iex``, ``sip``, ``test``, ``delayed_sip``)."""
+        """The stock stream URL for ``feed`` (``iex``, ``sip``, ``test``, ``delayed_sip`` under
+        ``/v2``; ``boats``, ``overnight`` under ``/v1beta1``)."""
         if feed not in DATA_FEEDS:
             raise ValueError(f"unknown feed {feed!r}")
-        return f"ws://{self.host}:{self.port}/v2/{feed}"
+        return f"ws://{self.host}:{self.port}{PATH_OF_ENDPOINT[feed]}"
 
     @property
     def data_url(self) -> str:

@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``alpaca-broker simulate`` argument parser."""
     p = argparse.ArgumentParser(
         prog="alpaca-broker simulate",
-        description="A local Alpaca simulator: market data stream v2 (/v2/iex, /v2/sip, "
-        "/v2/test, /v2/delayed_sip), crypto (/v1beta3/crypto/us), options "
-        "(/v1beta1/indicative, /v1beta1/opra) and news (/v1beta1/news) streams, the trading "
-        "stream (/stream), the REST order endpoints (/v2/orders, /v2/account, "
+        description="A local Alpaca simulator: stock streams (/v2/iex, /v2/sip, /v2/test, "
+        "/v2/delayed_sip, /v1beta1/boats, /v1beta1/overnight), crypto (/v1beta3/crypto/us), "
+        "options (/v1beta1/indicative, /v1beta1/opra) and news (/v1beta1/news) streams, the "
+        "trading stream (/stream), the REST order endpoints (/v2/orders, /v2/account, "
         "/v2/account/activities/FILL) and historical bars (/v2/stocks/bars, "
         "/v1beta3/crypto/us/bars) on one port, speaking Alpaca's wire protocols. Prints the "
         "seven .env lines of its URLs at start.",
@@ -174,7 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--symbol-limit",
         type=int,
-        help="most trades+quotes symbols per connection before 405 (free plan: 30)",
+        help="most symbols per connection on trades and quotes together: a subscribe past "
+        "it gets 405 symbol limit exceeded and changes nothing (free plan: 30)",
+    )
+    g.add_argument(
+        "--deny-symbol",
+        type=_symbols,
+        action="append",
+        default=[],
+        metavar="SYMBOLS",
+        help="comma-separated symbols the plan does not cover: a subscribe naming one gets "
+        "409 insufficient subscription, the subscription unchanged (repeatable)",
     )
     g.add_argument(
         "--deny-feed",
@@ -259,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         auth_timeout=args.auth_timeout,
         reap_seconds=args.reap_seconds,
         symbol_limit=args.symbol_limit,
+        denied_symbols=frozenset(s for group in args.deny_symbol for s in group),
         denied_feeds=frozenset(args.deny_feed),
         close_after_auth_error=args.close_after_auth_error,
         trading_binary=not args.trading_text_frames,

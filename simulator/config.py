@@ -9,7 +9,7 @@ from pathlib import Path
 
 from simulator.market import DEFAULT_MIX, DEFAULT_UNIVERSE
 
-DATA_FEEDS = ("iex", "sip", "test", "delayed_sip")
+DATA_FEEDS = ("iex", "sip", "test", "delayed_sip", "boats", "overnight")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ class SimulatorConfig:
     #: Seconds a connection lost without a close frame keeps its key's slot (406 meanwhile).
     reap_seconds: float = 0.0
     symbol_limit: int | None = None
+    #: Symbols the credentials' plan does not cover: a subscribe naming one gets 409.
+    denied_symbols: frozenset[str] = frozenset()
     #: Data feeds the credentials are not entitled to (auth there gets 409).
     denied_feeds: frozenset[str] = frozenset()
     #: Close a data connection right after an auth error (402/406/409) instead of waiting.

@@ -4,7 +4,10 @@ Errors follow the documented codes: 400 malformed message, 401 subscribe before 
 402 bad credentials, 403 second auth, 404 no auth in time, 405 symbol limit, 406 the
 key already has a connection to this endpoint, 409 feed not in the subscription,
 410 channel not on this stream, 407 slow client (then disconnect), 412 a JSON client on a
-msgpack-only stream (options; then disconnect), 413 ``*`` on option quotes. The stream kind
+msgpack-only stream (options; then disconnect), 413 ``*`` on option quotes; after auth, 409
+refuses a subscribe naming a symbol the plan does not cover (``--deny-symbol``). Every
+subscribe and unsubscribe is answered by one message: the whole ``subscription`` set, or the
+error that refused it (the set unchanged). The stream kind
 (``simulator.kinds``) decides the channels; stocks, crypto, options and news share this class.
 """
 
@@ -47,7 +50,10 @@ class DataSession:
             ws.request.headers.get("Content-Type"), WireFormat.JSON
         )
         self.subs = Subscriptions(
-            test_feed=feed == "test", symbol_limit=config.symbol_limit, kind=kind
+            test_feed=feed == "test",
+            symbol_limit=config.symbol_limit,
+            kind=kind,
+            denied=config.denied_symbols,
         )
         self.outbound = Outbound(ws, config.outbound_queue, self._slow_client)
         self.key: str | None = None
@@ -115,6 +121,7 @@ class DataSession:
             if not self.authenticated:
                 self.send_control(codec.error(401))
                 return
+            self._count_subscription(action, message)
             try:
                 self.subs.apply(action, message)
             except SubscriptionError as exc:
@@ -128,6 +135,14 @@ class DataSession:
                 self.hub.on_orderbooks(self, books)
         else:
             self.send_control(codec.error(400))
+
+    def _count_subscription(self, action: str, message: Message) -> None:
+        """Record a subscribe or unsubscribe message and its size (symbols, counted on every
+        channel it names them on), for tests that check how a client chunks its messages."""
+        stats = self.hub.stats
+        stats.subscription_messages[action] += 1
+        size = sum(len(v) for k, v in message.items() if k != "action" and isinstance(v, list))
+        stats.largest_subscription_message = max(stats.largest_subscription_message, size)
 
     def _auth(self, key: object, secret: object) -> None:
         hub = self.hub

@@ -82,9 +82,12 @@ ALL_CHANNELS = frozenset(
 ) | {"imbalances"}
 
 STOCK_FEEDS = ("iex", "sip", "test", "delayed_sip")
+#: Stock feeds Alpaca serves under ``v1beta1`` (Blue Ocean ATS, derived overnight).
+BETA_STOCK_FEEDS = ("boats", "overnight")
 #: URL path -> (kind, endpoint name).
 ENDPOINTS: Mapping[str, tuple[StreamKind, str]] = {
     **{f"/v2/{feed}": (STOCKS, feed) for feed in STOCK_FEEDS},
+    **{f"/v1beta1/{feed}": (STOCKS, feed) for feed in BETA_STOCK_FEEDS},
     "/v1beta3/crypto/us": (CRYPTO, "crypto/us"),
     "/v1beta1/indicative": (OPTIONS, "indicative"),
     "/v1beta1/opra": (OPTIONS, "opra"),

@@ -1,6 +1,7 @@
 """The simulator's server: one port, routed by path.
 
-* ``/v2/iex``, ``/v2/sip``, ``/v2/test``, ``/v2/delayed_sip``: market data stream v2
+* ``/v2/iex``, ``/v2/sip``, ``/v2/test``, ``/v2/delayed_sip``, ``/v1beta1/boats``,
+  ``/v1beta1/overnight``: the stock streams
 * ``/v1beta3/crypto/us``, ``/v1beta1/indicative``, ``/v1beta1/opra``, ``/v1beta1/news``: the
   crypto, option and news streams (``simulator.kinds``)
 * ``/stream``: the trading stream

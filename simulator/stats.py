@@ -23,6 +23,10 @@ class Stats:
     market_messages: int = 0
     market_frames: int = 0
     trade_updates: int = 0
+    #: Subscribe and unsubscribe messages received, by action.
+    subscription_messages: Counter[str] = field(default_factory=Counter)
+    #: The most symbols one subscribe or unsubscribe message named, counted per channel.
+    largest_subscription_message: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A plain-dict copy, safe to hand to another thread."""
@@ -37,4 +41,6 @@ class Stats:
             "market_messages": self.market_messages,
             "market_frames": self.market_frames,
             "trade_updates": self.trade_updates,
+            "subscription_messages": dict(self.subscription_messages),
+            "largest_subscription_message": self.largest_subscription_message,
         }

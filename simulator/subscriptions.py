@@ -1,4 +1,9 @@
-"""One data-stream session's subscription set: union on subscribe, difference on unsubscribe."""
+"""One data-stream session's subscription set: union on subscribe, difference on unsubscribe.
+
+Each request is checked whole before it changes anything (Alpaca: "your symbol
+subscriptions are the same as they were before you sent the request that failed"), then
+applied in place: a universe of tens of thousands of symbols, changed a thousand at a time,
+is never copied per request."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ STOCK_CHANNELS: Sequence[str] = STOCKS.channels
 TEST_CHANNELS: Sequence[str] = ("trades", "quotes", "bars")
 
 _SYMBOL = re.compile(r"^(\*|[A-Z][A-Z0-9.\-/]{0,20})$")
+#: The channels ``--symbol-limit`` counts (Alpaca's free plan: 30 symbols of trades and
+#: quotes; bars are not limited).
+LIMITED: Sequence[str] = ("trades", "quotes")
 
 
 class SubscriptionError(Exception):
@@ -33,18 +41,21 @@ class Subscriptions:
         test_feed: bool = False,
         symbol_limit: int | None = None,
         kind: StreamKind = STOCKS,
+        denied: Collection[str] = (),
     ) -> None:
         self.kind = kind
         self.channels: Sequence[str] = TEST_CHANNELS if test_feed else kind.channels
         self._symbol_limit = symbol_limit
+        self._denied = frozenset(denied)
         self._sets: dict[str, dict[str, None]] = {ch: {} for ch in self.channels}
 
     def apply(self, action: str, request: Mapping[str, Any]) -> None:
         """Apply a ``subscribe`` (union) or ``unsubscribe`` (difference) request.
 
         Validates everything first, so a refused request leaves the sets unchanged.
-        Raises SubscriptionError with 400 (malformed), 410 (channel not on this stream)
-        405 (over the symbol limit) or 413 (``*`` on a channel that refuses it).
+        Raises SubscriptionError with 400 (malformed), 410 (channel not on this stream),
+        409 (a symbol the plan does not cover), 405 (over the symbol limit) or 413 (``*`` on
+        a channel that refuses it).
         """
         if action not in ("subscribe", "unsubscribe"):
             raise SubscriptionError(400)
@@ -62,19 +73,21 @@ class Subscriptions:
                 raise SubscriptionError(400)
             if action == "subscribe" and key in self.kind.no_star and "*" in value:
                 raise SubscriptionError(413)
+            if action == "subscribe" and self._denied.intersection(value):
+                raise SubscriptionError(409)
             changes[key] = value
-        updated = {ch: dict(symbols) for ch, symbols in self._sets.items()}
-        for channel, symbols in changes.items():
-            for symbol in symbols:
-                if action == "subscribe":
-                    updated[channel][symbol] = None
-                else:
-                    updated[channel].pop(symbol, None)
         if self._symbol_limit is not None and action == "subscribe":
-            counted = {s for ch in ("trades", "quotes") for s in updated.get(ch, {}) if s != "*"}
+            counted = {s for ch in LIMITED for s in self._sets.get(ch, {}) if s != "*"}
+            counted.update(s for ch in LIMITED for s in changes.get(ch, ()) if s != "*")
             if len(counted) > self._symbol_limit:
                 raise SubscriptionError(405)
-        self._sets = updated
+        for channel, symbols in changes.items():
+            held = self._sets[channel]
+            for symbol in symbols:
+                if action == "subscribe":
+                    held[symbol] = None
+                else:
+                    held.pop(symbol, None)
 
     def reply(self) -> dict[str, Any]:
         """The full ``subscription`` message listing every channel of this stream."""
