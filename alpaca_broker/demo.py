@@ -5,6 +5,10 @@ and order flow and its own credentials (always, whatever keys are configured, un
 ``--alpaca`` is given: then Alpaca with the configured keys and URLs), the producer, one
 worker per queue and Flower; prints the URLs and a live summary line; Ctrl-C stops every
 process and leaves nothing running.
+
+While it runs, ``alpaca-broker subscribe prices NVDA`` (with the ``REDIS_URL`` it prints, as
+in its ``Watch:`` line) adds NVDA to the price stream on its open connection;
+``alpaca-broker subscriptions`` shows what Alpaca confirmed.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from alpaca_broker.health_sentinel import collect_sentinel, render_sentinel, sen
 from alpaca_broker.keys import ORDERS_QUEUE, PRICES_QUEUE, QUEUES, Keys
 from alpaca_broker.redis_client import connect, describe, from_url, reason
 from alpaca_broker.settings import Settings, exit_on_config_error, load_settings
+from alpaca_broker.universe import refusal_line
 
 # kombu's Redis transport: priority sub-lists of a queue, and its in-flight bookkeeping.
 PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
@@ -244,6 +245,8 @@ def problems(report: dict[str, Any], settings: Settings, expected: list[str] | N
         elif holder not in producers:
             found.append(f"lease {lease!r}: holder {holder!r} has no live heartbeat")
     found += _stale_reconciliation(producers, settings.reconcile_interval, time.time())
+    found += subscription_refusals(producers)
+    found += unfilled_gaps(producers, time.time())
     dead = report.get("dead_letters") or {}
     if dead.get("count"):
         found.append(
@@ -292,6 +295,48 @@ def _stale_reconciliation(producers: dict[str, Any], interval: float, now: float
                 f"{STALE_RECONCILE_INTERVALS} intervals ({stats.get('failures')} failures, last "
                 f"error: {stats.get('last_error')})"
             )
+    return found
+
+
+GAP_UNFILLED_LIMIT_S = 600.0
+"""Seconds a bar gap may stay open before ``health`` is unhealthy: a gap is fetched within
+seconds of the historical API answering (a 7-day backfill of 40 symbols takes about a minute:
+docs/performance.md), so ten minutes means the API has failed that long."""
+
+
+def unfilled_gaps(producers: dict[str, Any], now: float) -> list[str]:
+    """Active producers with a bar gap open longer than GAP_UNFILLED_LIMIT_S (pure): each
+    stream's ``backfill.gaps`` in the heartbeat, from its gap ledger ``P:meta:gaps:{STREAM}``."""
+    found: list[str] = []
+    for name, doc in producers.items():
+        if doc.get("role") == "standby":
+            continue
+        for stream, state in doc.get("streams", {}).items():
+            backfill = state.get("backfill") or {}
+            gaps = backfill.get("gaps") or {}
+            opened = gaps.get("oldest_opened_at")
+            if isinstance(opened, int | float) and now - opened > GAP_UNFILLED_LIMIT_S:
+                found.append(
+                    f"producer {name!r}: stream {stream} has {gaps.get('open')} bar gap(s) of "
+                    f"{gaps.get('symbols')} symbol(s) open, the oldest for {now - opened:.0f}s "
+                    f"(from {gaps.get('oldest_from')}; last error: {backfill.get('last_error')})"
+                )
+    return found
+
+
+def subscription_refusals(producers: dict[str, Any]) -> list[str]:
+    """Active producers whose market-data stream Alpaca refused part of the universe (pure):
+    each refusal in the heartbeat's ``subscriptions`` (``producers.universe``), with Alpaca's
+    code and message. The stream stays connected; the refused symbols do not flow until a
+    command changes the universe (``alpaca-broker subscriptions`` shows the rest)."""
+    found: list[str] = []
+    for name, doc in producers.items():
+        if doc.get("role") == "standby":
+            continue
+        for stream, state in doc.get("streams", {}).items():
+            subs = state.get("subscriptions") or {}
+            for refused in subs.get("refusals") or []:
+                found.append(f"producer {name!r}: stream {stream}: {refusal_line(refused)}")
     return found
 
 
@@ -405,6 +450,13 @@ def render(report: dict[str, Any]) -> str:
                 f"dropped {s.get('dropped')}, malformed {s.get('malformed')}, "
                 f"reconnects {s.get('reconnects')}"
             )
+            subs = s.get("subscriptions")
+            if isinstance(subs, dict) and "channels" in subs:
+                lines.append(
+                    f"producer {name}{role} {stream} universe: {subs.get('desired')} symbols "
+                    f"({subs.get('source')}), {subs.get('confirmed')} confirmed by Alpaca, "
+                    f"{subs.get('missing')} missing, {len(subs.get('refusals') or [])} refusal(s)"
+                )
     for name, last in report.get("reconciliation", {}).items():
         lines.append(_render_pass(name, last))
     dead = report.get("dead_letters")

@@ -55,6 +55,17 @@ class Keys:
         """
         return f"{self.prefix}:meta:bars:{symbol}"
 
+    def bar_gaps(self, stream: str) -> str:
+        """Internal hash: the bar gaps ``stream`` (``prices``, ``crypto``) has not filled yet, its
+        gap ledger: field = symbol, value = JSON ``[[first, last, opened], ...]`` (first and last
+        missing bar starts in epoch ms, inclusive; opened: epoch ms when the gap was recorded),
+        merged. Written by the active producer's backfill; an entry goes once its bars are handed
+        to the broker, and a standby taking over finishes what is left.
+
+        Under ``P:meta:``, so that every key a ``P:bars:*`` scan finds is a bar history.
+        """
+        return f"{self.prefix}:meta:gaps:{stream}"
+
     @property
     def bars_pattern(self) -> str:
         """SCAN pattern for every bar history (sorted sets only)."""
@@ -170,3 +181,27 @@ class Keys:
     def producer_health_pattern(self) -> str:
         """SCAN pattern for every producer's heartbeat."""
         return f"{self.prefix}:health:producer:*"
+
+    # --- the universe of a market-data stream, changed at run time (issue 28) ---
+
+    def universe(self, stream: str) -> str:
+        """Set: the symbols of market-data ``stream`` (``prices``, ``crypto``, ``options``,
+        ``news``) once ``alpaca-broker subscribe``/``unsubscribe`` (or the client) changed it;
+        before that, and after ``subscriptions STREAM --reset``, its symbols variable is the
+        universe. ``*`` as a member means every symbol."""
+        return f"{self.prefix}:universe:{stream}"
+
+    def universe_meta(self, stream: str) -> str:
+        """Internal hash of :meth:`universe`: ``since`` (epoch s: the set is in force, even
+        empty), ``updated_at`` (the last change), ``variable`` (JSON list: the symbols
+        variable as the active producer has it, which the first change starts the set from).
+
+        Under ``P:meta:``, so that every key a ``P:universe:*`` scan finds is a universe.
+        """
+        return f"{self.prefix}:meta:universe:{stream}"
+
+    @property
+    def universe_changes(self) -> str:
+        """Pub/sub channel: the name of a stream whose universe a command just changed; the
+        active producer's watcher reads the set again and applies the difference."""
+        return f"{self.prefix}:universe:changes"

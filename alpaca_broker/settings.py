@@ -27,6 +27,16 @@ from alpaca_broker.redaction import url_secrets
 DataChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "statuses", "lulds"]
 CryptoChannel = Literal["trades", "quotes", "bars", "updated_bars", "daily_bars", "orderbooks"]
 OptionChannel = Literal["trades", "quotes"]
+StockFeed = Literal["iex", "sip", "delayed_sip", "boats", "overnight"]
+"""ALPACA_FEED: alpaca-py's ``DataFeed`` values that have a stock stream (not ``otc``)."""
+FEED_PATHS: dict[str, str] = {
+    "iex": "v2/iex",
+    "sip": "v2/sip",
+    "delayed_sip": "v2/delayed_sip",
+    "boats": "v1beta1/boats",
+    "overnight": "v1beta1/overnight",
+}
+"""Each stock feed's stream path on Alpaca (``boats`` and ``overnight`` are ``v1beta1``)."""
 MARKET_DATA_STREAM = "wss://stream.data.alpaca.markets"
 MIN_CREDENTIAL_CHARS = 8
 """Shortest Alpaca key or secret accepted (Settings.credentials)."""
@@ -114,7 +124,7 @@ class Settings(BaseSettings):
         None, validation_alias=_env("ALPACA_SECRET_KEY", "APCA_API_SECRET_KEY")
     )
     alpaca_paper: bool = Field(True, validation_alias=_env("ALPACA_PAPER"))
-    alpaca_feed: Literal["iex", "sip"] = Field("iex", validation_alias=_env("ALPACA_FEED"))
+    alpaca_feed: StockFeed = Field("iex", validation_alias=_env("ALPACA_FEED"))
     alpaca_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
         ("SPY",), validation_alias=_env("ALPACA_SYMBOLS"), min_length=1
     )
@@ -379,7 +389,7 @@ class Settings(BaseSettings):
     @property
     def data_stream_url(self) -> str:
         """The market data WebSocket for the feed, unless overridden."""
-        default = f"{BaseURL.MARKET_DATA_STREAM.value}/v2/{self.alpaca_feed}"
+        default = f"{BaseURL.MARKET_DATA_STREAM.value}/{FEED_PATHS[self.alpaca_feed]}"
         return self.alpaca_data_stream_url or default
 
     @property

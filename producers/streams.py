@@ -39,10 +39,10 @@ from alpaca_broker.schema import (
     REQUIRED_KEYS,
 )
 from alpaca_broker.settings import Settings
-from producers.backfill import Backfiller, BackfillState, BarSource
+from producers.backfill import Backfiller, BackfillState, BarSource, HistoryTrimmer
 from producers.buffer import EventBuffer, Message
 from producers.clients import crypto, news, options, stocks
-from producers.clients.market import MarketDataClient
+from producers.clients.market import MARKET_WEBSOCKET_PARAMS, MarketDataClient
 from producers.clients.trading import WEBSOCKET_PARAMS, TradingStreamClient
 from producers.connection import ReconnectPolicy, StreamClient, StreamUnit
 from producers.handoff import BatchPolicy, Handoff, Send, batch_sender, each_sender
@@ -52,6 +52,7 @@ from producers.order_diff import InFlight
 from producers.reconciliation import Reconciler, ReconcileStats
 from producers.replicated import replicated
 from producers.supervisor import Backoff, UnitFactory
+from producers.universe import StreamUniverse, UniverseWatcher
 
 Reader = Literal["market", "trading"]
 Delivery = Literal["batch", "each"]
@@ -96,7 +97,8 @@ class StreamKind:
     time_keys: tuple[str, ...] = ("t",)
     """Raw keys holding msgpack Timestamps, sent to the workers as int ns."""
     backfill: BarSource | None = None
-    """Where minute bars a gap hid are fetched from after every (re)connect (None: never)."""
+    """Where minute bars a gap hid are fetched from after every (re)connect (None: never);
+    a kind with one also trims its bar histories."""
 
     @property
     def queue(self) -> str:
@@ -121,6 +123,7 @@ def _market(
         "bounded": True,
         "silence_timeout": lambda s: s.data_timeout or None,
         "record_as": name,
+        "websocket_params": MARKET_WEBSOCKET_PARAMS,
     }
     fields = {**defaults, **options}
     return StreamKind(name, client, url, subscription, family=family,
@@ -206,8 +209,10 @@ def make_client(
     status: StreamStatus,
     sink: Callable[[Message], object],
     recorder: RecordingWriter | None,
+    universe: StreamUniverse | None = None,
 ) -> StreamClient:
-    """A fresh client of ``kind`` (alpaca-py's class, wrapped in the kind's read loop)."""
+    """A fresh client of ``kind`` (alpaca-py's class, wrapped in the kind's read loop); a
+    market-data kind subscribes ``universe`` (its variable's symbols, fixed, when None)."""
     key, secret = settings.credentials()
     params = dict(kind.websocket_params) if kind.websocket_params else None
     stream = kind.client(
@@ -224,6 +229,7 @@ def make_client(
         silence_timeout=kind.silence_timeout(settings),
         recorder=recorder,
         record_as=kind.record_as,
+        universe=universe,
     )
 
 
@@ -261,9 +267,12 @@ def build_stream(
     settings: Settings,
     send: Send[Message],
     recorder: RecordingWriter | None = None,
+    backfill_send: Send[Message] | None = None,
 ) -> Stream:
-    """The units of one stream: its read loop, its hand-off through ``send`` and (orders)
-    its reconciler."""
+    """The units of one stream: its read loop, its hand-off through ``send``, (orders) its
+    reconciler, and (bar kinds) its backfill, which sends through ``backfill_send`` (its own
+    sender: a TaskSender serves one thread; ``send`` when None, which must then be safe to
+    call from a second thread) and its history trimmer."""
     status = StreamStatus(kind.name)
     maxlen = settings.price_buffer_size if kind.bounded else None
     buffer: EventBuffer[Message] = EventBuffer(status, maxlen=maxlen)
@@ -283,15 +292,22 @@ def build_stream(
         sink = functools.partial(_noted, in_flight, buffer)
     backfill = BackfillState(settings.market_now_ns) if kind.backfill else None
     if backfill is not None:  # the health key shows the stream's backfills beside its counters
-        status.details = lambda: {"backfill": backfill.stats.snapshot()}
+        status.details = lambda: {"backfill": backfill.snapshot()}
     on_connected = wake.set if kind.reconcile else backfill.trigger if backfill else None
+    # The universe at run time (market data): P:universe:{STREAM}, watched by a unit of its own.
+    universe = None
+    if kind.reader == "market":
+        universe = StreamUniverse.of(kind.name, kind.subscription(settings), settings)
+        status.subscriptions = universe.snapshot
+        if backfill is not None:  # symbols added at run time: their bars as on a first start
+            universe.on_added = backfill.trigger
     handoff = f"{kind.name}.handoff"
     units: dict[str, UnitFactory] = {
         kind.name: lambda: StreamUnit(
             kind.name,
             status,
             reconnect_policy(settings),
-            lambda: make_client(kind, settings, status, sink, recorder),
+            lambda: make_client(kind, settings, status, sink, recorder, universe),
             on_connected,
         ),
         handoff: lambda: Handoff(handoff, buffer, status, send, policy, droppable=kind.bounded),
@@ -299,8 +315,16 @@ def build_stream(
     if stats is not None:
         units[Reconciler.name] = lambda: Reconciler(settings, buffer, wake, stats, in_flight)
     if backfill is not None and kind.backfill is not None:
-        source, unit = kind.backfill, f"{kind.name}.backfill"
-        units[unit] = lambda: Backfiller(unit, source, settings, buffer, backfill)
+        # Backfilled bars go their own way, paced, never through the live buffer.
+        source, unit, trim = kind.backfill, f"{kind.name}.backfill", f"{kind.name}.trim"
+        if universe is not None:  # the bars of the universe as it stands, not the variable's
+            source = universe.bar_source(source)
+        bars_send = backfill_send or send
+        units[unit] = lambda: Backfiller(unit, kind.name, source, settings, bars_send, backfill)
+        units[trim] = lambda: HistoryTrimmer(trim, source, settings, backfill)
+    if universe is not None:
+        watcher = f"{kind.name}.universe"
+        units[watcher] = functools.partial(UniverseWatcher, watcher, universe, settings)
     return Stream(kind, status, buffer, units, stats)
 
 
@@ -316,9 +340,10 @@ def build_streams(
         atexit.register(recorder.close)  # flush the last frames when the process ends
     kinds = [STREAMS[name] for name in names]
     apps = {PRICES_QUEUE: prices_app or app}
-    return [
-        build_stream(
-            kind, settings, task_sender(kind, apps.get(kind.queue, app), settings), recorder
-        )
-        for kind in kinds
-    ]
+    streams = []
+    for kind in kinds:
+        kind_app = apps.get(kind.queue, app)
+        send = task_sender(kind, kind_app, settings)
+        backfill_send = task_sender(kind, kind_app, settings) if kind.backfill else None
+        streams.append(build_stream(kind, settings, send, recorder, backfill_send))
+    return streams

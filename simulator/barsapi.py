@@ -4,8 +4,12 @@
 ``symbols``, ``timeframe`` (``1Min``), ``start``, ``end``, ``limit``, ``page_token``,
 ``feed`` and ``sort``, as alpaca-py's historical clients call them. Only completed minutes
 are answered (never the open minute or the future), each as the stream sent it: the updated
-values once the ``updatedBar`` went out. ``BarsDesk`` also holds what tests inject (the next
-N requests answer 500 or 429) and the log of every bars request served.
+values once the ``updatedBar`` went out. A page token names where the next page starts (a
+symbol and a minute), so paging through any window costs one pass over it. ``BarsDesk`` also
+holds what tests inject (the next N requests answer 500 or 429; the next N pages name a page
+token already served, or a fresh token leading to the same page again, as a server that
+cannot finish paging does) and the log of every bars request served. A stalled answer is the
+harness's ``tests/harness/rest_proxy.py`` (this desk answers on the server's event loop).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class BarsDesk:
         self.clock = clock
         self._lock = threading.Lock()
         self._faults: list[int] = []  # statuses of the next requests, in order
+        self._page_faults: list[str] = []  # "repeat" or "fresh", for the next pages served
+        self._nonce = 0
         self._retry_after = 1
         self.log: list[BarsRequest] = []
 
@@ -65,6 +71,30 @@ class BarsDesk:
         with self._lock:
             self._faults += [status] * count
             self._retry_after = retry_after
+
+    def repeat_page_token(self, count: int = 1) -> None:
+        """The next ``count`` pages answered name, as their ``next_page_token``, the token
+        they were asked with (a first page: a token leading to itself), so a client that
+        follows tokens asks for the same page forever."""
+        self._add_page_faults("repeat", count)
+
+    def endless_pages(self, count: int = 1) -> None:
+        """The next ``count`` pages answered carry a fresh ``next_page_token`` (never served
+        before) that leads to the same page again: paging that never ends, without a
+        repeated token."""
+        self._add_page_faults("fresh", count)
+
+    def clear_faults(self) -> None:
+        """Answer every request normally from now on (drop the faults still pending)."""
+        with self._lock:
+            self._faults.clear()
+            self._page_faults.clear()
+
+    def _add_page_faults(self, kind: str, count: int) -> None:
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._page_faults += [kind] * count
 
     def requests(self) -> list[BarsRequest]:
         """Every bars request served so far (faulted ones too), oldest first."""
@@ -106,6 +136,7 @@ class BarsDesk:
                 raise ValueError("symbols is required")
         if (params.get("timeframe") or "1Min") not in ("1Min", "1T", "1min"):
             raise ValueError("only timeframe=1Min is simulated")
+        _check_feed(path, params.get("feed"))
         now = self.clock.now_ns()
         start = _time(params.get("start")) if params.get("start") else _day_floor(now)
         end = _time(params.get("end")) if params.get("end") else now
@@ -117,23 +148,37 @@ class BarsDesk:
         last = min(end, now) // MINUTE_NS  # bars starting at or before end
         first = max(first, last - 31 * 1440)  # a month at most
         minutes = range(first, last + 1) if sort == "asc" else range(last, first - 1, -1)
-        skip = _decode_token(params.get("page_token"))
+        token = params.get("page_token") or None
+        at_symbol, at_minute = _decode_token(token)
         bars: dict[str, list[dict[str, Any]]] = {}
-        seen = taken = 0
-        for symbol in symbols:
-            for minute in minutes:
-                bar = self.model.bar_as_of(symbol, minute, now)
+        taken = 0
+        next_token = None
+        for index in range(at_symbol, len(symbols)):
+            symbol = symbols[index]
+            for position in range(at_minute if index == at_symbol else 0, len(minutes)):
+                bar = self.model.bar_as_of(symbol, minutes[position], now)
                 if bar is None:
                     continue
-                seen += 1
-                if seen <= skip:
-                    continue
                 if taken == limit:
-                    token = _encode_token(skip + taken)
-                    return _page(bars, single, token)
+                    next_token = _encode_token(index, position)
+                    break
                 bars.setdefault(symbol, []).append(_bar_json(symbol, bar))
                 taken += 1
-        return _page(bars, single, None)
+            if next_token is not None:
+                break
+        return _page(bars, single, self._page_fault(token, at_symbol, at_minute) or next_token)
+
+    def _page_fault(self, token: str | None, at_symbol: int, at_minute: int) -> str | None:
+        """The token an injected paging fault answers instead of the page's own, if any."""
+        with self._lock:
+            if not self._page_faults:
+                return None
+            kind = self._page_faults.pop(0)
+            self._nonce += 1
+            nonce = self._nonce
+        if kind == "repeat":
+            return token or _encode_token(at_symbol, at_minute)
+        return _encode_token(at_symbol, at_minute, nonce)
 
 
 def _bar_json(symbol: str, bar: Any) -> dict[str, Any]:
@@ -170,6 +215,17 @@ def _fault(status: int, retry_after: int, now_ns: int) -> Answer:
     return status, {}, {"code": status * 100_000, "message": "internal server error"}
 
 
+STOCK_BAR_FEEDS = ("iex", "sip", "delayed_sip", "boats", "overnight", "otc")
+"""The ``feed`` values the stock bars endpoints accept (alpaca-py's ``DataFeed``)."""
+
+
+def _check_feed(path: str, feed: str | None) -> None:
+    """A stock bars request's ``feed``, when given, must be one Alpaca has (every bar model
+    answers alike whatever the feed; the request log keeps what was asked)."""
+    if feed and path != CRYPTO_BARS and feed not in STOCK_BAR_FEEDS:
+        raise ValueError(f"invalid feed: {feed!r}")
+
+
 def _time(text: str | None) -> int:
     assert text is not None
     return parse_time(text)
@@ -188,17 +244,22 @@ def _limit(text: str | None) -> int:
     return value
 
 
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"bars:{offset}".encode()).decode()
+def _encode_token(symbol_index: int, minute_index: int, nonce: int = 0) -> str:
+    """Where the next page starts: the index of its symbol and of its minute in the window
+    (a nonce makes a token of its own that leads to the same place)."""
+    text = f"bars:{symbol_index}:{minute_index}" + (f":{nonce}" if nonce else "")
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-def _decode_token(token: str | None) -> int:
+def _decode_token(token: str | None) -> tuple[int, int]:
     if not token:
-        return 0
+        return 0, 0
     try:
-        kind, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        kind, symbol_index, minute_index, *_ = (
+            base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        )
         if kind != "bars":
             raise ValueError(kind)
-        return int(offset)
+        return int(symbol_index), int(minute_index)
     except ValueError:
         raise ValueError(f"invalid page_token: {token!r}") from None

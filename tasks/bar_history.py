@@ -2,7 +2,10 @@
 
 The history keeps one member per bar start; for the same minute the bar received last wins.
 Each minute's held receive time lives in a companion hash (``P:meta:bars:{SYMBOL}``, field =
-minute ms, value = received ns), so the script never parses it out of a member's JSON.
+minute ms, value = received ns), so the script never parses it out of a member's JSON. A write
+also trims the histories it touches, :data:`TRIM_LIMIT` members at most in all, so that no call
+holds Redis for long after ``BAR_HISTORY_DAYS`` is lowered under a long history; the active
+producer trims every history, idle ones too, in bounded steps (``producers/backfill.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from tasks.scripts import register, script_source
 BAR_TYPES: Final = frozenset({"bar", "updated_bar"})
 _DAY_MS: Final = 86_400_000
 _BARS: Final = script_source("bars.lua")
+TRIM_LIMIT: Final = 200
+"""Members (older than the cutoff) one write trims at most from the histories it touches."""
 
 
 class BarUpdate(NamedTuple):
@@ -55,7 +60,7 @@ def script_arguments(
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of ``bars.lua`` for ``updates``."""
     script_keys: list[str] = []
-    args: list[Any] = [cutoff]
+    args: list[Any] = [cutoff, TRIM_LIMIT]
     for update in updates:
         script_keys += (keys.bars(update.symbol), keys.bars_meta(update.symbol))
         args += (update.minute_ms, update.received_ns, update.json)

@@ -1,4 +1,8 @@
-"""Bar backfill end to end: fast simulator clock, real producer, real worker, real Redis."""
+"""Bar backfill end to end: fast simulator clock, real producer, real worker, real Redis.
+
+Also issue 26's items 1 and 3 end to end: a gap older than a later reconnect is filled once the
+API answers again (the gap ledger), and a big backfill is clipped to BAR_HISTORY_DAYS and never
+goes through the live buffer (nothing dropped, every bar kept)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import redis
 
 from alpaca_broker.keys import Keys
 from simulator.api import Simulator
+from tasks.bar_history import BarHistory
+from tasks.price_events import prepare_price
 from tests.e2e.test_price_pipeline import ChannelListener
 from tests.harness.pipeline import Pipeline
 from tests.harness.producer import ProducerProcess
@@ -181,3 +187,85 @@ def test_a_fresh_crypto_start_fetches_its_window_from_the_crypto_bars_api(
     events = [json.loads(row) for row in redis_client.zrange(KEYS.bars(pair), 0, -1)]
     assert {e["asset_class"] for e in events} == {"crypto"}
     assert sum(e["source"] == "backfill" for e in events) == FRESH_MINUTES
+
+
+def seed_history(sim: Simulator, client: redis.Redis, minutes: range) -> None:
+    """Bars of SYMBOL for ``minutes`` (epoch minutes) in P:bars, as a worker stores them."""
+    model = sim.server.bars.model
+    events = []
+    for minute in minutes:
+        b = model.minute_bar(SYMBOL, minute)
+        raw = {"T": "b", "S": SYMBOL, "t": b.start_ns, "o": b.o, "h": b.h, "l": b.low,
+               "c": b.c, "v": int(b.v), "n": b.n, "vw": b.vw}  # fmt: skip
+        events.append(prepare_price(raw, b.start_ns + 60 * 10**9))
+    BarHistory(client, KEYS, history_days=7).add(events)
+
+
+def test_a_gap_older_than_a_later_reconnect_is_filled_once_the_api_answers_again(
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
+) -> None:
+    """Issue 26, item 1: bars held for minutes +0..+30, a connect at about +60 while REST
+    answers 500, the stream delivers bars after it, a reconnect, then REST recovers: the
+    minutes from +31 to the first streamed bar end up in P:bars."""
+    now = sim.market_now_ns() // (MINUTE_MS * 1_000_000)
+    seed_history(sim, redis_client, range(now - 60, now - 29))
+    held = history(redis_client)[-1][0]
+    sim.fail_bars(count=1_000_000, status=500)  # until cleared
+    pipeline.worker(queues="prices")
+    producer = pipeline.producer(streams="prices", **env(sim))
+    producer.wait_connected("prices")
+    wait_until(lambda: len([s for s, _ in history(redis_client) if s > held]) >= 3, 20)
+    streamed_from = next(s for s, _ in history(redis_client) if s > held)
+    sim.drop("data")  # a reconnect, REST still failing
+    wait_until(lambda: producer.health()["streams"]["prices"]["reconnects"] >= 1, 20)
+    producer.wait_connected("prices")
+    open_while_failing = _backfill(producer).get("gaps", {})
+    sim.server.bars.clear_faults()
+    wait_until(lambda: contiguous(history(redis_client)), 30, message="the hole filled")
+    rows = history(redis_client)
+    assert rows[0][0] == held - 30 * MINUTE_MS
+    hole = [e["source"] for s, e in rows if held < s < streamed_from]
+    assert len(hole) == (streamed_from - held) // MINUTE_MS - 1 >= 20
+    assert set(hole) == {"backfill"}
+    assert open_while_failing["open"] >= 1
+    assert open_while_failing["oldest_from"] is not None
+    wait_until(lambda: _backfill(producer)["gaps"]["open"] == 0, 10)
+    assert _backfill(producer)["failures"] >= 1
+
+
+def test_a_day_of_five_symbols_is_clipped_to_the_history_and_kept_whole_beside_the_stream(
+    sim: Simulator, redis_client: redis.Redis, pipeline: Pipeline
+) -> None:
+    """Issue 26, item 3: BAR_BACKFILL_MINUTES=1440 under BAR_HISTORY_DAYS=0.5 fetches half a
+    day, and its 3,600 bars never pass the 1,000-event live buffer: nothing dropped, every
+    minute of every symbol in P:bars."""
+    symbols = ["AAPL", "AMZN", "META", "MSFT", "NVDA"]
+    pipeline.worker(queues="prices")
+    producer = pipeline.producer(
+        streams="prices",
+        **{
+            **env(sim),
+            "ALPACA_SYMBOLS": ",".join(symbols),
+            "BAR_BACKFILL_MINUTES": "1440",
+            "BAR_HISTORY_DAYS": "0.5",
+            "PRICE_BUFFER_SIZE": "1000",
+        },
+    )
+    producer.wait_connected("prices")
+    wait_until(lambda: [r for r in sim.bars_requests() if r.status == 200], 20)
+    request = sim.bars_requests()[0]
+    window = minutes_of(request)
+    assert 718 <= len(window) <= 720  # half a day, not BAR_BACKFILL_MINUTES' whole day
+    assert request.params["symbols"] == ",".join(symbols)
+
+    def kept() -> bool:
+        pipe = redis_client.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.zcount(KEYS.bars(symbol), window[0], window[-1])
+        return all(count == len(window) for count in pipe.execute())
+
+    wait_until(kept, 30, message="every backfilled minute of every symbol in P:bars")
+    health = producer.health()["streams"]["prices"]
+    assert health["dropped"] == 0
+    assert health["received"] > 0  # the stream flowed beside it
+    assert health["backfill"]["bars"] == len(symbols) * len(window)

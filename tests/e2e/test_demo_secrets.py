@@ -10,6 +10,7 @@ theirs sets the credentials empty).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -128,6 +129,10 @@ def test_demo_with_alpaca_outside_the_repository_scopes_secrets_and_locks_flower
             demo.send_signal(signal.SIGINT)
             assert demo.wait(40) == 0
         finally:
-            if demo.poll() is None:
+            if demo.poll() is None:  # failed part-way: leave no child of it running
+                children = psutil.Process(demo.pid).children(recursive=True)
                 demo.kill()
                 demo.wait(10)
+                for child in children:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
