@@ -265,7 +265,12 @@ def test_a_day_of_five_symbols_is_clipped_to_the_history_and_kept_whole_beside_t
         return all(count == len(window) for count in pipe.execute())
 
     wait_until(kept, 30, message="every backfilled minute of every symbol in P:bars")
-    health = producer.health()["streams"]["prices"]
+
+    def counted() -> dict[str, Any] | None:  # the heartbeat reports every HEALTH_INTERVAL
+        health: dict[str, Any] = producer.health()["streams"]["prices"]
+        return health if health["backfill"]["bars"] >= len(symbols) * len(window) else None
+
+    health = wait_until(counted, 20, message="the backfilled bars counted in the health key")
     assert health["dropped"] == 0
     assert health["received"] > 0  # the stream flowed beside it
     assert health["backfill"]["bars"] == len(symbols) * len(window)
