@@ -50,22 +50,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("redis_flavor", flavors, indirect=True, ids=list(flavors))
 
 
-def _require(flavor: Flavor) -> Flavor:
-    """``flavor``, once its server binary is here (installed if need be); a flavour this
-    machine cannot have skips the test (fails it in CI)."""
-    try:
-        redis_flavors.binary(flavor)
-    except redis_flavors.FlavorUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run every Redis flavour: {exc}")
-        pytest.skip(str(exc))
-    return flavor
-
-
 @pytest.fixture
 def redis_flavor(request: pytest.FixtureRequest) -> Flavor:
-    """The test's Redis flavour: its parameter, else the run's (:func:`_require`)."""
-    return _require(getattr(request, "param", None) or redis_flavors.run_flavor())
+    """The test's Redis flavour: its parameter, else the run's
+    (:func:`tests.harness.redis_flavors.require`)."""
+    return redis_flavors.require(getattr(request, "param", None) or redis_flavors.run_flavor())
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +80,9 @@ def redis_servers(
 def redis_server(redis_servers: Callable[[Flavor], RedisServer]) -> RedisServer | None:
     """The session's Redis of the run's flavour: None when REDIS_URL is given (tests flush
     it!), else our own server."""
-    return None if EXTERNAL_REDIS else redis_servers(_require(redis_flavors.run_flavor()))
+    if EXTERNAL_REDIS:
+        return None
+    return redis_servers(redis_flavors.require(redis_flavors.run_flavor()))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 from dataclasses import dataclass
 
@@ -72,13 +71,3 @@ def requested_cases(config: pytest.Config, defaults: list[ChaosCase]) -> list[Ch
             return [dataclasses.replace(case, flavor=only) for case in defaults]
         return defaults
     return [ChaosCase(seed, flavor, length or DEFAULT_LENGTH, mix, cut=cut) for seed in seeds]
-
-
-def require_flavor(flavor: Flavor) -> None:
-    """Skip (fail in CI) when this machine cannot run ``flavor``."""
-    try:
-        redis_flavors.binary(flavor)
-    except redis_flavors.FlavorUnavailable as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run every Redis flavour: {exc}")
-        pytest.skip(str(exc))

@@ -16,12 +16,13 @@ import pytest
 import redis
 
 from alpaca_broker.keys import ORDERS_QUEUE
-from tests.chaos.conftest import ChaosCase, requested_cases, require_flavor
+from tests.chaos.conftest import ChaosCase, requested_cases
 from tests.chaos.history import task_event
 from tests.chaos.model import EventKey
 from tests.chaos.runner import run
 from tests.chaos.schedule import ALL_KINDS, BASIC_KINDS, generate
 from tests.chaos.stack import ChaosStack
+from tests.harness import redis_flavors
 from tests.harness.faults import freeze, thaw
 from tests.harness.wait import wait_until
 
@@ -80,7 +81,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_a_seeded_fault_schedule_loses_doubles_and_regresses_no_order_event(
     case: ChaosCase, tmp_path: Path
 ) -> None:
-    require_flavor(case.flavor)
+    redis_flavors.require(case.flavor)
     kinds = BASIC_KINDS if case.mix == "basic" else ALL_KINDS
     schedule = generate(case.seed, case.length, kinds)
     if case.cut is not None:

@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
+import pytest
+
 from alpaca_broker.redis_server import FLAVORS, Flavor, redis7_binary, server_binary
 
 ENV = "ALPACA_TEST_REDIS"
@@ -112,3 +114,15 @@ def _install_debian_redis() -> None:
         )
     if redis7_binary() is None:
         raise FlavorUnavailable("redis7: apt-get installed no redis-server 7 or later")
+
+
+def require(flavor: Flavor) -> Flavor:
+    """``flavor``, once its server binary is here (installed if need be); a flavour this
+    machine cannot have skips the test (fails it in CI)."""
+    try:
+        binary(flavor)
+    except FlavorUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run every Redis flavour: {exc}")
+        pytest.skip(str(exc))
+    return flavor

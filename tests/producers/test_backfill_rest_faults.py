@@ -21,28 +21,18 @@ import pytest
 import redis
 from celery import Celery
 
-from alpaca_broker.keys import Keys
 from alpaca_broker.settings import Settings
 from producers import backfill
 from producers.streams import STREAMS, Stream, build_stream, task_sender
 from producers.supervisor import Supervisor
 from simulator.api import Simulator
+from tests.e2e.test_bar_backfill import FRESH_MINUTES, KEYS, MINUTE_MS, SYMBOL, sim
 from tests.harness.rest_proxy import RestProxy
 from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
-KEYS = Keys()
-SYMBOL = "AAPL"
-MINUTE_MS = 60_000
-FRESH_MINUTES = 5
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    """A synthetic market whose clock runs 60 times fast: one bar a second."""
-    with Simulator(synthetic=True, rate=5, clock_speed=60, seed=7) as simulator:
-        yield simulator
+__all__ = ["sim"]  # the bar-backfill suite's market: a minute bar a second
 
 
 @contextmanager
